@@ -1,0 +1,34 @@
+"""Taskplane's HTTP front door.
+
+``create_app`` builds a fresh app (tests make one per test); ``wsgi.py`` is
+the only place that builds one at import.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from app import errors
+from app.settings import flask_settings
+from config import current_environment
+from tasks.factory import TaskplaneCelery, create_celery_app
+
+
+def create_app(config: Mapping[str, Any] | None = None,
+               celery: TaskplaneCelery | None = None) -> Flask:
+    app = Flask(__name__)
+    environment = (config or {}).get("TASKPLANE_ENV") or current_environment()
+    app.config.update(flask_settings(environment))
+    if config:
+        app.config.update(config)
+    app.json.sort_keys = False
+    app.extensions["celery"] = celery or create_celery_app(
+        environment, overrides=app.config.get("CELERY_OVERRIDES")
+    )
+    errors.init_app(app)
+    from app import health, jobs, openapi  # blueprints import the app package
+
+    for blueprint in (jobs.bp, health.bp, openapi.bp):
+        app.register_blueprint(blueprint)
+    return app

@@ -1,0 +1,100 @@
+"""Base Celery settings for every environment.
+
+Celery loads this module first; ``config/<environment>.py`` overrides what
+differs. Every setting that matters is written down with the reason we chose
+it, so nobody has to remember a default. Secrets only come from the
+environment. Reference: https://docs.celeryq.dev/en/stable/userguide/configuration.html
+"""
+
+import os
+
+# -- Where things are -------------------------------------------------------
+# Celery's own environment variable names, so the CLI and Flower agree.
+broker_url = os.environ.get("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+# Job records, results and small platform state live in this Redis.
+result_backend = os.environ.get("CELERY_RESULT_BACKEND", "redis://127.0.0.1:6379/0")
+
+# -- Wire format ------------------------------------------------------------
+# JSON only, everywhere: pickle would let any producer run code on a worker.
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+result_accept_content = ["json"]
+event_serializer = "json"
+
+# -- Publishing -------------------------------------------------------------
+# A 202 means RabbitMQ confirmed the message: wait for publisher confirms.
+broker_transport_options = {"confirm_publish": True}
+# Messages survive a broker restart.
+task_default_delivery_mode = "persistent"
+# Fail fast when the broker is gone: the web answers 503 instead of hanging.
+broker_connection_timeout = 3.0
+task_publish_retry = True
+task_publish_retry_policy = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.25,
+    "interval_max": 0.5,
+}
+# Workers keep retrying the broker forever after an outage, with backoff.
+broker_connection_retry = True
+broker_connection_retry_on_startup = True
+broker_connection_max_retries = None
+broker_heartbeat = 30
+
+# -- Consuming ---------------------------------------------------------------
+# Ack after the job returns, so a worker lost mid-job leaves the message queued.
+task_acks_late = True
+# ...and a pool child killed mid-job returns its message instead of acking it.
+task_reject_on_worker_lost = True
+# A failed job is rejected, not acked, so the queue's dead-letter exchange keeps it.
+task_acks_on_failure_or_timeout = False
+# One unacked message per process: long jobs never hide short ones behind them.
+worker_prefetch_multiplier = 1
+# Quorum queues do not support global QoS; Celery switches it off for them.
+worker_detect_quorum_queues = True
+# A worker that loses the broker lets running late-ack jobs be redelivered
+# rather than finishing them and failing to ack (celery#3430).
+worker_cancel_long_running_tasks_on_connection_loss = True
+# Routing is declared, never guessed: an unknown queue name is an error.
+task_create_missing_queues = False
+# Warm shutdown waits for running jobs at most this long, then returns them.
+worker_soft_shutdown_timeout = 30.0
+worker_enable_soft_shutdown_on_idle = True
+# Keep our log configuration; Celery must not replace the root logger.
+worker_hijack_root_logger = False
+worker_redirect_stdouts = False
+# Recycle pool children now and then so slow leaks in job code stay bounded.
+worker_max_tasks_per_child = 10_000
+
+# -- States and results ------------------------------------------------------
+# The STARTED state is reported to Flower and the event stream.
+task_track_started = True
+# Taskplane's own job record in Redis is the single source of truth for state
+# and results (it knows "never submitted" from "queued", which Celery's
+# PENDING cannot). Celery's result meta would be a second, weaker copy.
+task_ignore_result = True
+# Results and finished job records expire after a week.
+result_expires = 7 * 24 * 3600
+result_backend_transport_options = {"retry_policy": {"timeout": 5.0}}
+
+# -- Events for Flower --------------------------------------------------------
+worker_send_task_events = True
+task_send_sent_event = True
+
+# -- Time --------------------------------------------------------------------
+enable_utc = True
+timezone = "UTC"
+
+# -- Taskplane's own settings (lowercase, taskplane_ prefix) ------------------
+# Job families enabled in this environment; production drops diagnostics.
+taskplane_job_families = ["webhooks", "email", "logs", "diagnostics"]
+# Multiplies every retry backoff; the testing environment shrinks it.
+taskplane_backoff_scale = 1.0
+# Deliveries of one message before RabbitMQ dead-letters it (a job that keeps
+# killing its worker stops here instead of looping forever).
+taskplane_delivery_limit = 5
+# Outbound mail for email.send.
+taskplane_smtp_host = os.environ.get("SMTP_HOST", "127.0.0.1")
+taskplane_smtp_port = int(os.environ.get("SMTP_PORT", "8025"))
+taskplane_mail_from = os.environ.get("TASKPLANE_MAIL_FROM", "taskplane@example.com")

@@ -1,0 +1,24 @@
+"""gunicorn settings for the web process (https://docs.gunicorn.org/en/stable/settings.html)."""
+
+import os
+
+# Loopback unless told otherwise: containers set TASKPLANE_BIND=0.0.0.0:8000.
+bind = [os.environ.get("TASKPLANE_BIND", "127.0.0.1:8000")]
+# Threads overlap the wait for publisher confirms; two processes use both cores.
+worker_class = "gthread"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+threads = int(os.environ.get("WEB_THREADS", "4"))
+# A request never waits on a job; 30 s covers a broker that answers slowly.
+timeout = 30
+# SIGTERM: stop accepting, finish in-flight requests for up to this long.
+graceful_timeout = 30
+keepalive = 5
+# Bounded request heads, so a hostile client cannot make us buffer much.
+limit_request_line = 8190
+limit_request_fields = 100
+limit_request_field_size = 8190
+# Each worker opens its own broker and Redis connections after the fork.
+preload_app = False
+accesslog = "-"
+errorlog = "-"
+loglevel = os.environ.get("WEB_LOG_LEVEL", "info")

@@ -1,0 +1,119 @@
+"""The base class of every job task: the thin shell around a plain handler.
+
+It records the job's state, validates the payload, calls the handler and maps
+what the handler raised to a retry or a failure, per the job type's policy.
+Exceptions are never swallowed: a failure is re-raised so Celery rejects the
+message and RabbitMQ dead-letters it.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from celery import Task
+from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded
+from pydantic import ValidationError
+
+from tasks.errors import PermanentError, TransientError
+from tasks.jobstore import rfc3339
+
+if TYPE_CHECKING:
+    from tasks.registry import JobType
+
+logger = logging.getLogger("taskplane.job")
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a handler may know about the run it is part of."""
+
+    job_id: str
+    attempt: int
+    settings: Any  # the Celery app's configuration (taskplane_* keys)
+
+
+class JobTask(Task):
+    job_type: "JobType"
+    acks_late = True
+    reject_on_worker_lost = True
+    # Taskplane counts attempts itself (every execution, redeliveries too).
+    max_retries = None
+    typing = False
+
+    def run(self, payload: Any = None) -> Any:
+        job_id = self.request.id
+        outcome = self.app.jobstore.start(
+            job_id, self.name, self.job_type.queue, self.request.hostname or ""
+        )
+        if not outcome.proceed:
+            # Cancelled before it ran, or a redelivery of a job that already
+            # finished (its effect happened): acknowledge and do nothing.
+            logger.info("job %s is %s; not running it again", job_id, outcome.state)
+            raise Ignore()
+        context = JobContext(job_id=job_id, attempt=outcome.attempt, settings=self.app.conf)
+        try:
+            model = self.job_type.payload_model.model_validate(payload)
+            result = self.job_type.load_handler()(model, context)
+        except Retry:
+            raise
+        except Exception as exc:
+            raise self._retry_or_fail(exc, context) from exc
+        self.app.jobstore.succeeded(job_id, result if self.job_type.needs_result else None)
+        return result
+
+    def _retry_or_fail(self, exc: Exception, context: JobContext) -> BaseException:
+        """Record the outcome and return what to raise: a Retry or the error itself."""
+        error = describe_error(exc, context.attempt)
+        policy = self.job_type.retry
+        if is_transient(exc) and context.attempt < policy.max_attempts:
+            delay = whole_seconds(policy.delay_after(
+                context.attempt,
+                retry_after=getattr(exc, "retry_after", None),
+                scale=float(self.app.conf.taskplane_backoff_scale),
+            ))
+            due = datetime.now(UTC) + timedelta(seconds=delay)
+            self.app.jobstore.retrying(context.job_id, error, rfc3339(due))
+            logger.warning("job %s attempt %s failed, retrying in %ss: %s",
+                           context.job_id, context.attempt, delay, error["message"])
+            try:
+                return self.retry(exc=exc, countdown=delay, throw=False)
+            except Exception as publish_error:
+                # The retry message was not confirmed: fail the job (its message
+                # is dead-lettered, so it can be replayed) rather than leave it
+                # "retrying" with nothing queued.
+                error["message"] += f"; scheduling the retry failed: {publish_error}"
+                exc = publish_error
+        self.app.jobstore.failed(context.job_id, error)
+        logger.error("job %s failed after %s attempt(s): %s",
+                     context.job_id, context.attempt, error["message"])
+        return exc
+
+
+def whole_seconds(delay: float) -> int:
+    """Native delayed delivery counts whole seconds, and rejects a countdown below one."""
+    return max(1, round(delay))
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Anything but an explicit permanent error or an invalid payload may pass on retry."""
+    return not isinstance(exc, PermanentError | ValidationError)
+
+
+def describe_error(exc: BaseException, attempt: int) -> dict[str, Any]:
+    """A JSON-safe description for the job record (never the payload itself)."""
+    if isinstance(exc, ValidationError):
+        kind = "invalid_payload"
+        message = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()
+        )
+    elif isinstance(exc, SoftTimeLimitExceeded):
+        kind, message = "timeout", "the job exceeded its time limit"
+    elif isinstance(exc, PermanentError):
+        kind, message = "permanent", str(exc)
+    elif isinstance(exc, TransientError):
+        kind, message = "transient", str(exc)
+    else:
+        kind, message = "exception", f"{type(exc).__name__}: {exc}"
+    return {"type": kind, "exception": type(exc).__name__, "message": message[:2000],
+            "attempt": attempt}

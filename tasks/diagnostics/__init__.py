@@ -1,0 +1,1 @@
+"""diagnostics.*: jobs that exercise the platform itself (tests, chaos runs, benchmarks)."""

@@ -1,0 +1,33 @@
+"""Handlers of the diagnostics job types: controlled success, delay, failure and death."""
+
+import os
+import signal
+import time
+from typing import Any
+
+from tasks.base import JobContext
+from tasks.diagnostics.schema import CrashPayload, EchoPayload, FailPayload, SleepPayload
+from tasks.errors import PermanentError, TransientError
+
+
+def echo(payload: EchoPayload, context: JobContext) -> dict[str, Any]:
+    return {"data": payload.data}
+
+
+def sleep(payload: SleepPayload, context: JobContext) -> dict[str, Any]:
+    time.sleep(payload.seconds)
+    return {"slept_s": payload.seconds}
+
+
+def fail(payload: FailPayload, context: JobContext) -> dict[str, Any]:
+    if payload.times is None or context.attempt <= payload.times:
+        message = f"{payload.message} (attempt {context.attempt})"
+        raise PermanentError(message) if payload.permanent else TransientError(message)
+    return {"failed_attempts": context.attempt - 1}
+
+
+def crash(payload: CrashPayload, context: JobContext) -> dict[str, Any]:
+    """SIGKILL the process running this job: no cleanup, no ack, like an OOM kill."""
+    if payload.times is None or context.attempt <= payload.times:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return {"crashed_attempts": context.attempt - 1}

@@ -1,0 +1,35 @@
+"""Payloads of the diagnostics job types."""
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+
+class EchoPayload(BaseModel):
+    """Anything; echoed back as the result."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: JsonValue = None
+
+
+class SleepPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seconds: float = Field(ge=0, le=600)
+
+
+class FailPayload(BaseModel):
+    """Fail the first ``times`` attempts (every attempt when null), then succeed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    times: int | None = Field(default=None, ge=0, le=100)
+    permanent: bool = Field(default=False, description="fail without retrying")
+    message: str = Field(default="diagnostics.fail", max_length=1000)
+
+
+class CrashPayload(BaseModel):
+    """Kill the worker process running the first ``times`` attempts (every one when null)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    times: int | None = Field(default=None, ge=0, le=100)

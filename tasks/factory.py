@@ -1,0 +1,96 @@
+"""Builds the Celery app that workers, Flower, the CLI and the web all share.
+
+Nothing is built at import; ``tasks/celery.py`` calls the factory once for
+``celery -A tasks`` and the web calls it from ``create_app``.
+"""
+
+from functools import cached_property
+from typing import Any
+
+from celery import Celery, bootsteps, signals
+
+from config import config_module
+from tasks.base import JobTask
+from tasks.jobstore import JobStore, redis_client
+from tasks.logging_setup import configure_logging
+from tasks.queues import dead_letter_queues, job_queues, queue_names
+from tasks.registry import JobType, enabled_job_types
+
+
+class TaskplaneCelery(Celery):
+    """Celery plus the two things every Taskplane process needs: the job types and the store."""
+
+    @cached_property
+    def job_types(self) -> dict[str, JobType]:
+        return enabled_job_types(self.conf.taskplane_job_families)
+
+    @cached_property
+    def jobstore(self) -> JobStore:
+        # redis-py resets its pool in a forked child, so this is fork-safe.
+        return JobStore(redis_client(self.conf.result_backend), int(self.conf.result_expires))
+
+
+class DeclareDeadLetterQueues(bootsteps.StartStopStep):
+    """Declares the dead-letter exchange and queues whenever a worker (re)connects.
+
+    RabbitMQ drops a dead-lettered message whose target queue does not exist,
+    so they must be there before the first job can fail.
+    """
+
+    requires = ("celery.worker.consumer.connection:Connection",)
+
+    def start(self, c: Any) -> None:
+        with c.app.connection_for_write() as conn:
+            channel = conn.default_channel
+            for queue in dead_letter_queues(c.app.job_types.values()):
+                queue(channel).declare()
+
+
+def create_celery_app(
+    environment: str | None = None, overrides: dict[str, Any] | None = None
+) -> TaskplaneCelery:
+    app = TaskplaneCelery("taskplane")
+    app.config_from_object(config_module(environment))
+    if overrides:
+        app.conf.update(overrides)
+    _declare_routing(app)
+    for job_type in app.job_types.values():
+        _register_job_task(app, job_type)
+    # Workers import every handler at start, so a broken job module fails the
+    # worker at once rather than at its first job. The web never imports them.
+    app.conf.imports = sorted({jt.handler_module for jt in app.job_types.values()})
+    app.steps["consumer"].add(DeclareDeadLetterQueues)
+    signals.setup_logging.connect(_setup_logging, weak=False)
+    return app
+
+
+def _declare_routing(app: TaskplaneCelery) -> None:
+    job_types = list(app.job_types.values())
+    queues = job_queues(job_types, int(app.conf.taskplane_delivery_limit))
+    app.conf.task_queues = queues
+    # Anything unrouted (Celery internals) goes to the first job queue, never to
+    # an undeclared "celery" queue nobody consumes.
+    app.conf.task_default_queue = queue_names(job_types)[0]
+    app.conf.task_default_exchange = queues[0].exchange.name
+    app.conf.task_default_exchange_type = "topic"
+    app.conf.task_default_routing_key = queues[0].routing_key
+    app.conf.task_routes = {jt.name: {"queue": jt.queue} for jt in job_types}
+
+
+def _register_job_task(app: TaskplaneCelery, job_type: JobType) -> None:
+    task_class = type(
+        f"JobTask[{job_type.name}]",
+        (JobTask,),
+        {
+            "name": job_type.name,
+            "job_type": job_type,
+            "time_limit": job_type.time_limit_s,
+            "soft_time_limit": job_type.soft_time_limit_s,
+            "__module__": __name__,
+        },
+    )
+    app.register_task(task_class())
+
+
+def _setup_logging(loglevel: Any = None, **_: Any) -> None:
+    configure_logging(loglevel)

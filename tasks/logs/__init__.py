@@ -1,0 +1,1 @@
+"""logs.summarize: stream a log and count what is in it."""

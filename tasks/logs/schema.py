@@ -1,0 +1,28 @@
+"""Payload of logs.summarize."""
+
+from typing import Annotated, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tasks.schema_types import HttpUrl
+
+MAX_LINES = 10_000
+MAX_LINE_CHARS = 16 * 1024
+
+
+class LogsPayload(BaseModel):
+    """A log to read: either a URL to stream or the lines themselves (exactly one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: HttpUrl | None = Field(default=None, description="plain text or JSON-lines log")
+    lines: list[Annotated[str, Field(max_length=MAX_LINE_CHARS)]] | None = Field(
+        default=None, max_length=MAX_LINES
+    )
+    top_errors: int = Field(default=10, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> Self:
+        if (self.url is None) == (self.lines is None):
+            raise ValueError("give exactly one of 'url' or 'lines'")
+        return self

@@ -1,0 +1,1 @@
+"""email.send: deliver a message over SMTP."""

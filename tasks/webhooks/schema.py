@@ -1,0 +1,18 @@
+"""Payload of webhook.deliver."""
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from tasks.schema_types import HeaderName, HeaderValue, HttpUrl
+
+
+class WebhookPayload(BaseModel):
+    """Where to POST, what JSON to send, and how long to wait for an answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: HttpUrl = Field(description="http(s) URL that receives the POST")
+    body: JsonValue = Field(description="any JSON value, sent as the request body")
+    headers: dict[HeaderName, HeaderValue] = Field(
+        default_factory=dict, max_length=50, description="extra request headers"
+    )
+    timeout_s: float = Field(default=10.0, gt=0, le=60, description="per-attempt timeout")

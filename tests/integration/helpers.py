@@ -1,0 +1,44 @@
+"""Small helpers for driving jobs through the HTTP API."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+FINAL = {"succeeded", "failed", "cancelled"}
+
+
+def submit(api: httpx.Client, job_type: str, payload: dict[str, Any]) -> dict[str, Any]:
+    response = api.post("/jobs", json={"type": job_type, "payload": payload})
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def follow(api: httpx.Client, job_id: str, timeout: float = 30) -> tuple[dict, list[str]]:
+    """Poll the job until it is final; returns the last view and every state seen, in order."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        job = api.get(f"/jobs/{job_id}").json()
+        if not seen or seen[-1] != job["state"]:
+            seen.append(job["state"])
+        if job["state"] in FINAL:
+            return job, seen
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} not final after {timeout}s; states {seen}: {job}")
+        time.sleep(0.05)
+
+
+def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict:
+    """The one error shape: {"error": {"code", "message", "details"?}}."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error"}, body
+    assert {"code", "message"} <= set(body["error"]) <= {"code", "message", "details"}
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    if code is not None:
+        assert body["error"]["code"] == code, body
+    return body["error"]
