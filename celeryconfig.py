@@ -15,7 +15,8 @@ broker_url = os.environ.get("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5
 result_backend = os.environ.get("CELERY_RESULT_BACKEND", "redis://127.0.0.1:6379/0")
 
 # -- Wire format ------------------------------------------------------------
-# JSON only, everywhere: pickle would let any producer run code on a worker.
+# JSON only, everywhere: a serializer that can encode objects would let any
+# producer run code on a worker.
 task_serializer = "json"
 result_serializer = "json"
 accept_content = ["json"]

@@ -15,8 +15,9 @@ from config import current_environment
 from tasks.factory import TaskplaneCelery, create_celery_app
 
 
-def create_app(config: Mapping[str, Any] | None = None,
-               celery: TaskplaneCelery | None = None) -> Flask:
+def create_app(
+    config: Mapping[str, Any] | None = None, celery: TaskplaneCelery | None = None
+) -> Flask:
     app = Flask(__name__)
     environment = (config or {}).get("TASKPLANE_ENV") or current_environment()
     app.config.update(flask_settings(environment))

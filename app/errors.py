@@ -34,7 +34,10 @@ class ApiError(Exception):
 
 
 def error_response(
-    status: int, code: str, message: str, details: Any = None,
+    status: int,
+    code: str,
+    message: str,
+    details: Any = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
     body: dict[str, Any] = {"code": code, "message": message}

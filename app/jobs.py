@@ -27,17 +27,26 @@ def resolve_submission(body: dict[str, Any]) -> tuple[JobType, dict[str, Any]]:
     try:
         submission = JobSubmission.model_validate(body)
     except ValidationError as exc:
-        raise ApiError(422, "validation_failed", "the request body is invalid",
-                       details=validation_details(exc)) from exc
+        raise ApiError(
+            422, "validation_failed", "the request body is invalid", details=validation_details(exc)
+        ) from exc
     job_type = celery_app().job_types.get(submission.type)
     if job_type is None:
-        raise ApiError(422, "unknown_job_type", f"no job type named {submission.type!r}",
-                       details={"known": sorted(celery_app().job_types)})
+        raise ApiError(
+            422,
+            "unknown_job_type",
+            f"no job type named {submission.type!r}",
+            details={"known": sorted(celery_app().job_types)},
+        )
     try:
         payload = job_type.payload_model.model_validate(submission.payload)
     except ValidationError as exc:
-        raise ApiError(422, "validation_failed", f"the payload does not fit {job_type.name}",
-                       details=validation_details(exc, prefix="payload")) from exc
+        raise ApiError(
+            422,
+            "validation_failed",
+            f"the payload does not fit {job_type.name}",
+            details=validation_details(exc, prefix="payload"),
+        ) from exc
     return job_type, payload.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
@@ -82,10 +91,13 @@ def cancel_job(job_id: str) -> Response:
         raise ApiError(404, "job_not_found", f"no job with id {job_id!r}")
     if outcome != "cancelled":
         final = outcome in FINAL_STATES
-        raise ApiError(409, "job_not_cancellable",
-                       f"the job is {outcome}; only waiting jobs can be cancelled"
-                       + ("" if final else " (it is running now)"),
-                       details={"state": outcome})
+        raise ApiError(
+            409,
+            "job_not_cancellable",
+            f"the job is {outcome}; only waiting jobs can be cancelled"
+            + ("" if final else " (it is running now)"),
+            details={"state": outcome},
+        )
     return jsonify(job_view(record))
 
 

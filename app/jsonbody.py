@@ -18,8 +18,11 @@ def read_json_object(request: Request) -> dict[str, Any]:
     """The body as a dict, or an ApiError with the status a client can act on."""
     mimetype = request.mimetype or ""
     if mimetype not in JSON_MIMETYPES and not mimetype.endswith("+json"):
-        raise ApiError(415, "unsupported_media_type",
-                       "send the body as JSON with Content-Type: application/json")
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "send the body as JSON with Content-Type: application/json",
+        )
     raw = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH
     try:
         body = json.loads(raw, parse_constant=_reject_constant)
@@ -28,6 +31,10 @@ def read_json_object(request: Request) -> dict[str, Any]:
     except RecursionError as exc:
         raise ApiError(400, "malformed_json", "the body is nested too deeply") from exc
     if not isinstance(body, dict):
-        raise ApiError(422, "validation_failed", "the body must be a JSON object",
-                       details=[{"path": "", "message": "expected an object", "type": "type"}])
+        raise ApiError(
+            422,
+            "validation_failed",
+            "the body must be a JSON object",
+            details=[{"path": "", "message": "expected an object", "type": "type"}],
+        )
     return body

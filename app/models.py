@@ -74,9 +74,11 @@ def validation_details(exc: ValidationError, prefix: str = "") -> list[dict[str,
     details = []
     for error in exc.errors(include_url=False, include_input=False, include_context=False):
         path = ".".join(str(part) for part in error["loc"])
-        details.append({
-            "path": f"{prefix}.{path}" if prefix and path else (prefix or path),
-            "message": error["msg"],
-            "type": error["type"],
-        })
+        details.append(
+            {
+                "path": f"{prefix}.{path}" if prefix and path else (prefix or path),
+                "message": error["msg"],
+                "type": error["type"],
+            }
+        )
     return details

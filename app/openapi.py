@@ -20,13 +20,17 @@ REF = "#/components/schemas/{model}"
 
 
 def _error(description: str) -> dict[str, Any]:
-    return {"description": description,
-            "content": {"application/json": {"schema": {"$ref": REF.format(model="ErrorResponse")}}}}
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": REF.format(model="ErrorResponse")}}},
+    }
 
 
 def _ok(model: str, description: str) -> dict[str, Any]:
-    return {"description": description,
-            "content": {"application/json": {"schema": {"$ref": REF.format(model=model)}}}}
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": REF.format(model=model)}}},
+    }
 
 
 def _submission_schema(job_type: JobType, payload_ref: str) -> dict[str, Any]:
@@ -50,45 +54,92 @@ def build_document(job_types: dict[str, JobType], version: str = "0.1.0") -> dic
         name = f"Submit_{jt.name.replace('.', '_')}"
         schemas[name] = _submission_schema(jt, refs[(jt.payload_model, "validation")]["$ref"])
         submissions.append({"$ref": REF.format(model=name)})
-    job_id = {"name": "job_id", "in": "path", "required": True,
-              "schema": {"type": "string", "format": "uuid"}}
+    job_id = {
+        "name": "job_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "format": "uuid"},
+    }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Taskplane", "version": version,
-                 "description": "Submit jobs, follow their state, cancel them."},
+        "info": {
+            "title": "Taskplane",
+            "version": version,
+            "description": "Submit jobs, follow their state, cancel them.",
+        },
         "paths": {
-            "/jobs": {"post": {
-                "operationId": "submitJob",
-                "summary": "Submit a job; 202 once the broker confirmed it",
-                "requestBody": {"required": True, "content": {"application/json": {
-                    "schema": {"oneOf": submissions,
-                               "discriminator": {"propertyName": "type"}}}}},
-                "responses": {
-                    "202": {**_ok("Job", "accepted and confirmed by the broker"),
-                            "headers": {"Location": {"schema": {"type": "string"}}}},
-                    "400": _error("malformed JSON"),
-                    "413": _error("body over the size limit"),
-                    "415": _error("not JSON"),
-                    "422": _error("unknown job type or invalid payload"),
-                    "503": {**_error("broker or storage unavailable"),
-                            "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
-                }}},
+            "/jobs": {
+                "post": {
+                    "operationId": "submitJob",
+                    "summary": "Submit a job; 202 once the broker confirmed it",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "oneOf": submissions,
+                                    "discriminator": {"propertyName": "type"},
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "202": {
+                            **_ok("Job", "accepted and confirmed by the broker"),
+                            "headers": {"Location": {"schema": {"type": "string"}}},
+                        },
+                        "400": _error("malformed JSON"),
+                        "413": _error("body over the size limit"),
+                        "415": _error("not JSON"),
+                        "422": _error("unknown job type or invalid payload"),
+                        "503": {
+                            **_error("broker or storage unavailable"),
+                            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                        },
+                    },
+                }
+            },
             "/jobs/{job_id}": {
-                "get": {"operationId": "getJob", "parameters": [job_id],
-                        "responses": {"200": _ok("Job", "the job"), "404": _error("unknown id"),
-                                      "503": _error("storage unavailable")}},
-                "delete": {"operationId": "cancelJob", "parameters": [job_id],
-                           "responses": {"200": _ok("Job", "cancelled"),
-                                         "404": _error("unknown id"),
-                                         "409": _error("already running or finished"),
-                                         "503": _error("storage unavailable")}}},
-            "/job-types": {"get": {"operationId": "listJobTypes",
-                                   "responses": {"200": _ok("JobTypeList", "job types")}}},
-            "/health/live": {"get": {"operationId": "live",
-                                     "responses": {"200": _ok("HealthStatus", "serving")}}},
-            "/openapi.json": {"get": {"operationId": "openapi", "responses": {
-                "200": {"description": "this document",
-                        "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+                "get": {
+                    "operationId": "getJob",
+                    "parameters": [job_id],
+                    "responses": {
+                        "200": _ok("Job", "the job"),
+                        "404": _error("unknown id"),
+                        "503": _error("storage unavailable"),
+                    },
+                },
+                "delete": {
+                    "operationId": "cancelJob",
+                    "parameters": [job_id],
+                    "responses": {
+                        "200": _ok("Job", "cancelled"),
+                        "404": _error("unknown id"),
+                        "409": _error("already running or finished"),
+                        "503": _error("storage unavailable"),
+                    },
+                },
+            },
+            "/job-types": {
+                "get": {
+                    "operationId": "listJobTypes",
+                    "responses": {"200": _ok("JobTypeList", "job types")},
+                }
+            },
+            "/health/live": {
+                "get": {"operationId": "live", "responses": {"200": _ok("HealthStatus", "serving")}}
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "responses": {
+                        "200": {
+                            "description": "this document",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
+                }
+            },
         },
         "components": {"schemas": schemas},
     }

@@ -22,8 +22,12 @@ RETRY_AFTER_S = "5"
 
 
 def unavailable(what: str) -> ApiError:
-    return ApiError(503, "unavailable", f"{what} is unavailable; try again later",
-                    headers={"Retry-After": RETRY_AFTER_S})
+    return ApiError(
+        503,
+        "unavailable",
+        f"{what} is unavailable; try again later",
+        headers={"Retry-After": RETRY_AFTER_S},
+    )
 
 
 def submit_job(celery: TaskplaneCelery, job_type: JobType, payload: dict[str, Any]) -> dict:
@@ -34,8 +38,9 @@ def submit_job(celery: TaskplaneCelery, job_type: JobType, payload: dict[str, An
         logger.warning("could not record job: %s", exc)
         raise unavailable("job storage") from exc
     try:
-        celery.send_task(job_type.name, args=(payload,), task_id=job_id,
-                         queue=job_type.queue, ignore_result=True)
+        celery.send_task(
+            job_type.name, args=(payload,), task_id=job_id, queue=job_type.queue, ignore_result=True
+        )
     except (OperationalError, AMQPError, MessageNacked, OSError) as exc:
         logger.warning("broker did not confirm job %s: %s", job_id, exc)
         _forget(celery, job_id)

@@ -67,15 +67,22 @@ class JobTask(Task):
         error = describe_error(exc, context.attempt)
         policy = self.job_type.retry
         if is_transient(exc) and context.attempt < policy.max_attempts:
-            delay = whole_seconds(policy.delay_after(
-                context.attempt,
-                retry_after=getattr(exc, "retry_after", None),
-                scale=float(self.app.conf.taskplane_backoff_scale),
-            ))
+            delay = whole_seconds(
+                policy.delay_after(
+                    context.attempt,
+                    retry_after=getattr(exc, "retry_after", None),
+                    scale=float(self.app.conf.taskplane_backoff_scale),
+                )
+            )
             due = datetime.now(UTC) + timedelta(seconds=delay)
             self.app.jobstore.retrying(context.job_id, error, rfc3339(due))
-            logger.warning("job %s attempt %s failed, retrying in %ss: %s",
-                           context.job_id, context.attempt, delay, error["message"])
+            logger.warning(
+                "job %s attempt %s failed, retrying in %ss: %s",
+                context.job_id,
+                context.attempt,
+                delay,
+                error["message"],
+            )
             try:
                 return self.retry(exc=exc, countdown=delay, throw=False)
             except Exception as publish_error:
@@ -85,8 +92,12 @@ class JobTask(Task):
                 error["message"] += f"; scheduling the retry failed: {publish_error}"
                 exc = publish_error
         self.app.jobstore.failed(context.job_id, error)
-        logger.error("job %s failed after %s attempt(s): %s",
-                     context.job_id, context.attempt, error["message"])
+        logger.error(
+            "job %s failed after %s attempt(s): %s",
+            context.job_id,
+            context.attempt,
+            error["message"],
+        )
         return exc
 
 
@@ -115,5 +126,9 @@ def describe_error(exc: BaseException, attempt: int) -> dict[str, Any]:
         kind, message = "transient", str(exc)
     else:
         kind, message = "exception", f"{type(exc).__name__}: {exc}"
-    return {"type": kind, "exception": type(exc).__name__, "message": message[:2000],
-            "attempt": attempt}
+    return {
+        "type": kind,
+        "exception": type(exc).__name__,
+        "message": message[:2000],
+        "attempt": attempt,
+    }

@@ -11,9 +11,7 @@ def _no_line_breaks(value: str) -> str:
     return value
 
 
-HttpUrl = Annotated[
-    AnyHttpUrl, UrlConstraints(max_length=2048, allowed_schemes=["http", "https"])
-]
+HttpUrl = Annotated[AnyHttpUrl, UrlConstraints(max_length=2048, allowed_schemes=["http", "https"])]
 SingleLine = Annotated[str, AfterValidator(_no_line_breaks)]
 HeaderName = Annotated[str, Field(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")]
 HeaderValue = Annotated[SingleLine, Field(max_length=8192)]

@@ -49,8 +49,12 @@ def smtp_sink() -> Iterator[SmtpSink]:
 
 
 @pytest.fixture(scope="session")
-def platform(session_vhost: tuple[str, str], session_redis_url: str, smtp_sink: SmtpSink,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+def platform(
+    session_vhost: tuple[str, str],
+    session_redis_url: str,
+    smtp_sink: SmtpSink,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Platform]:
     env = {
         **os.environ,
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",

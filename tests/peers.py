@@ -45,8 +45,12 @@ class HttpTarget:
                 status = target._status_for(path.path, parse_qs(path.query))
                 with target._lock:
                     target.requests[path.path].append(
-                        {"headers": dict(self.headers), "body": json.loads(body or b"null"),
-                         "status": status})
+                        {
+                            "headers": dict(self.headers),
+                            "body": json.loads(body or b"null"),
+                            "status": status,
+                        }
+                    )
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()
@@ -96,8 +100,9 @@ class SmtpSink:
 
         class Handler:
             async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-                sink.messages.append((list(envelope.rcpt_tos),
-                                      message_from_bytes(envelope.original_content)))
+                sink.messages.append(
+                    (list(envelope.rcpt_tos), message_from_bytes(envelope.original_content))
+                )
                 return "250 Message accepted for delivery"
 
         self.port = free_port()

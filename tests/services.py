@@ -29,8 +29,9 @@ DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672//"
 DEFAULT_BACKEND = "redis://127.0.0.1:6379/0"
 
 
-def wait_until(check: Callable[[], object], timeout: float, interval: float = 0.1,
-               what: str = "condition") -> object:
+def wait_until(
+    check: Callable[[], object], timeout: float, interval: float = 0.1, what: str = "condition"
+) -> object:
     """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
@@ -67,7 +68,9 @@ class RabbitMQ:
         parts = self.parts
         return httpx.Client(
             base_url=f"http://{parts.hostname}:{self.management_port}/api",
-            auth=(parts.username or "guest", parts.password or "guest"), timeout=10)
+            auth=(parts.username or "guest", parts.password or "guest"),
+            timeout=10,
+        )
 
     def url_for_vhost(self, vhost: str) -> str:
         return urlunsplit(self.parts._replace(path="/" + quote(vhost, safe="")))
@@ -76,11 +79,16 @@ class RabbitMQ:
         user = self.parts.username or "guest"
         name = quote(vhost, safe="")
         with self.management as api:
-            wait_until(lambda: api.get("/overview").status_code == 200, 60,
-                       what="the RabbitMQ management API")
+            wait_until(
+                lambda: api.get("/overview").status_code == 200,
+                60,
+                what="the RabbitMQ management API",
+            )
             api.put(f"/vhosts/{name}", json={"default_queue_type": "quorum"}).raise_for_status()
-            api.put(f"/permissions/{name}/{quote(user, safe='')}",
-                    json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
+            api.put(
+                f"/permissions/{name}/{quote(user, safe='')}",
+                json={"configure": ".*", "write": ".*", "read": ".*"},
+            ).raise_for_status()
         return self.url_for_vhost(vhost)
 
     def delete_vhost(self, vhost: str) -> None:
@@ -97,7 +105,8 @@ class RabbitMQ:
 @dataclass
 class RedisServer:
     url: str = field(
-        default_factory=lambda: os.environ.get("CELERY_RESULT_BACKEND", DEFAULT_BACKEND))
+        default_factory=lambda: os.environ.get("CELERY_RESULT_BACKEND", DEFAULT_BACKEND)
+    )
 
     def claim_database(self, owner: str) -> tuple[int, str]:
         """An empty database (1-15) claimed for this session with a marker key."""
@@ -122,8 +131,13 @@ class Process:
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("ab")
         self.popen = subprocess.Popen(
-            list(argv), cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            list(argv),
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     @property
     def pid(self) -> int:
@@ -161,18 +175,36 @@ class Platform:
     log_dir: Path
     processes: list[Process] = field(default_factory=list)
 
-    def start_worker(self, name: str | None = None, queues: Sequence[str] = (),
-                     concurrency: int = 2, timeout: float = 60) -> Process:
+    def start_worker(
+        self,
+        name: str | None = None,
+        queues: Sequence[str] = (),
+        concurrency: int = 2,
+        timeout: float = 60,
+    ) -> Process:
         node = f"{name or 'test-' + uuid.uuid4().hex[:6]}@%h"
-        argv = [str(VENV_BIN / "celery"), "-A", "tasks", "worker", "-n", node,
-                "-c", str(concurrency), "--loglevel=INFO", "--without-mingle"]
+        argv = [
+            str(VENV_BIN / "celery"),
+            "-A",
+            "tasks",
+            "worker",
+            "-n",
+            node,
+            "-c",
+            str(concurrency),
+            "--loglevel=INFO",
+            "--without-mingle",
+        ]
         if queues:
             argv += ["-Q", ",".join(queues)]
         process = self._start(node.split("@")[0], argv)
         hostname = node.replace("%h", socket.gethostname())
         process.node = hostname  # type: ignore[attr-defined]
-        wait_until(lambda: b" ready." in process.log_path.read_bytes() or self._dead(process),
-                   timeout, what=f"worker {hostname} to be ready")
+        wait_until(
+            lambda: b" ready." in process.log_path.read_bytes() or self._dead(process),
+            timeout,
+            what=f"worker {hostname} to be ready",
+        )
         self._dead(process)
         return process
 
@@ -182,13 +214,20 @@ class Platform:
         argv = [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"]
         process = self._start(f"web-{port}", argv, env)
         base = f"http://127.0.0.1:{port}"
-        wait_until(lambda: self._dead(process) or
-                   httpx.get(base + "/health/live", timeout=1).status_code == 200,
-                   timeout, what="gunicorn to answer")
+        wait_until(
+            lambda: (
+                self._dead(process)
+                or httpx.get(base + "/health/live", timeout=1).status_code == 200
+            ),
+            timeout,
+            what="gunicorn to answer",
+        )
         self._dead(process)
         return process, base
 
-    def _start(self, name: str, argv: Sequence[str], extra: dict[str, str] | None = None) -> Process:
+    def _start(
+        self, name: str, argv: Sequence[str], extra: dict[str, str] | None = None
+    ) -> Process:
         process = Process(name, argv, {**self.env, **(extra or {})}, self.log_dir)
         self.processes.append(process)
         return process

@@ -29,19 +29,26 @@ def send(payload: EmailPayload, context: JobContext) -> dict[str, Any]:
     sender = payload.from_ or settings.taskplane_mail_from
     message = build_message(payload, sender, context.job_id)
     try:
-        with smtplib.SMTP(settings.taskplane_smtp_host, int(settings.taskplane_smtp_port),
-                          timeout=30) as smtp:
+        with smtplib.SMTP(
+            settings.taskplane_smtp_host, int(settings.taskplane_smtp_port), timeout=30
+        ) as smtp:
             refused = smtp.send_message(message)
     except smtplib.SMTPRecipientsRefused as exc:
-        raise_for_codes(f"all recipients refused: {exc.recipients}",
-                        [code for code, _ in exc.recipients.values()])
+        raise_for_codes(
+            f"all recipients refused: {exc.recipients}",
+            [code for code, _ in exc.recipients.values()],
+        )
     except smtplib.SMTPResponseException as exc:
-        raise_for_codes(f"SMTP server answered {exc.smtp_code}: {exc.smtp_error!r}",
-                        [exc.smtp_code])
+        raise_for_codes(
+            f"SMTP server answered {exc.smtp_code}: {exc.smtp_error!r}", [exc.smtp_code]
+        )
     except OSError as exc:  # SMTPServerDisconnected, timeouts, refused connections
         raise TransientError(f"SMTP connection failed: {exc}") from exc
-    return {"message_id": message["Message-ID"], "accepted": len(payload.to) - len(refused),
-            "refused": sorted(refused)}
+    return {
+        "message_id": message["Message-ID"],
+        "accepted": len(payload.to) - len(refused),
+        "refused": sorted(refused),
+    }
 
 
 def raise_for_codes(message: str, codes: list[int]) -> NoReturn:

@@ -16,20 +16,32 @@ USER_AGENT = "Taskplane-Webhook/1"
 
 
 def deliver(payload: WebhookPayload, context: JobContext) -> dict[str, Any]:
-    headers = {"User-Agent": USER_AGENT, **payload.headers,
-               "Content-Type": "application/json", "Idempotency-Key": context.job_id}
+    headers = {
+        "User-Agent": USER_AGENT,
+        **payload.headers,
+        "Content-Type": "application/json",
+        "Idempotency-Key": context.job_id,
+    }
     started = time.monotonic()
     try:
-        response = httpx.post(str(payload.url), json=payload.body, headers=headers,
-                              timeout=payload.timeout_s, follow_redirects=False)
+        response = httpx.post(
+            str(payload.url),
+            json=payload.body,
+            headers=headers,
+            timeout=payload.timeout_s,
+            follow_redirects=False,
+        )
     except httpx.TimeoutException as exc:
         raise TransientError(f"timed out after {payload.timeout_s}s: {exc}") from exc
     except httpx.TransportError as exc:
         raise TransientError(f"could not reach the target: {exc}") from exc
     elapsed_ms = round((time.monotonic() - started) * 1000, 1)
     classify(response.status_code, response.headers.get("Retry-After"))
-    return {"status_code": response.status_code, "attempts": context.attempt,
-            "elapsed_ms": elapsed_ms}
+    return {
+        "status_code": response.status_code,
+        "attempts": context.attempt,
+        "elapsed_ms": elapsed_ms,
+    }
 
 
 def classify(status: int, retry_after_header: str | None) -> None:
@@ -37,8 +49,9 @@ def classify(status: int, retry_after_header: str | None) -> None:
     if 200 <= status < 300:
         return
     if status in RETRYABLE_STATUS or status >= 500:
-        raise TransientError(f"target answered {status}",
-                             retry_after=parse_retry_after(retry_after_header))
+        raise TransientError(
+            f"target answered {status}", retry_after=parse_retry_after(retry_after_header)
+        )
     raise PermanentError(f"target answered {status}; not retrying a client error")
 
 

@@ -18,8 +18,17 @@ def test_submit_answers_202_with_location_and_a_queued_job(api):
     assert response.headers["Location"] == f"/jobs/{job['id']}"
     assert uuid.UUID(job["id"])
     assert job["type"] == "diagnostics.echo" and job["state"] == "queued"
-    assert set(job) >= {"id", "type", "state", "attempts", "result", "error", "created_at",
-                        "started_at", "finished_at"}
+    assert set(job) >= {
+        "id",
+        "type",
+        "state",
+        "attempts",
+        "result",
+        "error",
+        "created_at",
+        "started_at",
+        "finished_at",
+    }
     follow(api, job["id"])
 
 
@@ -55,8 +64,13 @@ def test_cancelling_a_running_job_is_a_conflict(api):
 
 def _wait_for_state(api, job_id, state):
     from tests.services import wait_until
-    wait_until(lambda: api.get(f"/jobs/{job_id}").json()["state"] == state, 20, 0.02,
-               what=f"job {job_id} to be {state}")
+
+    wait_until(
+        lambda: api.get(f"/jobs/{job_id}").json()["state"] == state,
+        20,
+        0.02,
+        what=f"job {job_id} to be {state}",
+    )
 
 
 @pytest.mark.parametrize("job_id", [str(uuid.uuid4()), "not-a-uuid", "x" * 300])
@@ -68,8 +82,15 @@ def test_unknown_job_is_404_for_read_and_cancel(api, job_id):
 def test_job_types_lists_every_shipped_type_with_schema_and_retry(api):
     body = api.get("/job-types").json()
     by_name = {jt["name"]: jt for jt in body["job_types"]}
-    assert set(by_name) == {"webhook.deliver", "email.send", "logs.summarize", "diagnostics.echo",
-                            "diagnostics.sleep", "diagnostics.fail", "diagnostics.crash"}
+    assert set(by_name) == {
+        "webhook.deliver",
+        "email.send",
+        "logs.summarize",
+        "diagnostics.echo",
+        "diagnostics.sleep",
+        "diagnostics.fail",
+        "diagnostics.crash",
+    }
     webhook = by_name["webhook.deliver"]
     assert webhook["queue"] == "webhooks"
     assert webhook["payload_schema"]["required"] == ["url", "body"]
@@ -82,9 +103,11 @@ def test_openapi_document_is_valid_openapi_3(api):
     validate(document)
     assert document["openapi"].startswith("3.")
     assert {"/jobs", "/jobs/{job_id}", "/job-types", "/health/live", "/openapi.json"} <= set(
-        document["paths"])
+        document["paths"]
+    )
     variants = document["paths"]["/jobs"]["post"]["requestBody"]["content"]["application/json"][
-        "schema"]["oneOf"]
+        "schema"
+    ]["oneOf"]
     assert len(variants) == 7
 
 
@@ -95,9 +118,13 @@ def test_health_live(api):
 
 # -- every error status, one shape ---------------------------------------------------
 
+
 def test_malformed_json_is_400(api):
-    response = api.post("/jobs", content=b'{"type": "diagnostics.echo",',
-                        headers={"Content-Type": "application/json"})
+    response = api.post(
+        "/jobs",
+        content=b'{"type": "diagnostics.echo",',
+        headers={"Content-Type": "application/json"},
+    )
     assert_error(response, 400, "malformed_json")
 
 
@@ -115,35 +142,48 @@ def test_wrong_content_type_is_415(api, content_type):
 
 
 def test_unknown_job_type_is_422(api):
-    error = assert_error(api.post("/jobs", json={"type": "nope.nothing", "payload": {}}), 422,
-                         "unknown_job_type")
+    error = assert_error(
+        api.post("/jobs", json={"type": "nope.nothing", "payload": {}}), 422, "unknown_job_type"
+    )
     assert "webhook.deliver" in error["details"]["known"]
 
 
 @pytest.mark.parametrize("body", [[1, 2], "text", 3, None])
 def test_non_object_body_is_422(api, body):
-    response = api.post("/jobs", content=json.dumps(body).encode(),
-                        headers={"Content-Type": "application/json"})
+    response = api.post(
+        "/jobs", content=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
     assert_error(response, 422, "validation_failed")
 
 
 def test_envelope_violations_name_the_field(api):
-    error = assert_error(api.post("/jobs", json={"payload": {}, "extra": 1}), 422,
-                         "validation_failed")
+    error = assert_error(
+        api.post("/jobs", json={"payload": {}, "extra": 1}), 422, "validation_failed"
+    )
     assert {d["path"] for d in error["details"]} == {"type", "extra"}
 
 
 def test_payload_violations_name_the_failing_paths(api):
-    response = api.post("/jobs", json={"type": "webhook.deliver",
-                                       "payload": {"url": "ftp://x", "timeout_s": 500}})
+    response = api.post(
+        "/jobs", json={"type": "webhook.deliver", "payload": {"url": "ftp://x", "timeout_s": 500}}
+    )
     error = assert_error(response, 422, "validation_failed")
     paths = {d["path"] for d in error["details"]}
     assert paths == {"payload.url", "payload.body", "payload.timeout_s"}
 
 
 def test_email_payload_rejects_bad_addresses_and_header_injection(api):
-    response = api.post("/jobs", json={"type": "email.send", "payload": {
-        "to": ["not-an-address"], "subject": "hi\r\nBcc: victim@example.com", "text": "x"}})
+    response = api.post(
+        "/jobs",
+        json={
+            "type": "email.send",
+            "payload": {
+                "to": ["not-an-address"],
+                "subject": "hi\r\nBcc: victim@example.com",
+                "text": "x",
+            },
+        },
+    )
     error = assert_error(response, 422, "validation_failed")
     assert {d["path"] for d in error["details"]} == {"payload.to.0", "payload.subject"}
 

@@ -61,8 +61,11 @@ def test_crash_kills_the_pool_process_and_the_job_is_redelivered(api):
 def test_webhook_delivers_json_once(api, http_target):
     url = f"{http_target.base}/hooks/ok"
     before = len(http_target.requests["/hooks/ok"])
-    job = submit(api, "webhook.deliver",
-                 {"url": url, "body": {"event": "signup", "n": 1}, "headers": {"X-Test": "yes"}})
+    job = submit(
+        api,
+        "webhook.deliver",
+        {"url": url, "body": {"event": "signup", "n": 1}, "headers": {"X-Test": "yes"}},
+    )
     done, _ = follow(api, job["id"])
     assert done["state"] == "succeeded", done
     assert done["result"]["status_code"] == 200
@@ -77,8 +80,9 @@ def test_webhook_delivers_json_once(api, http_target):
 
 def test_webhook_retries_503_then_succeeds(api, http_target):
     path = "/hooks/flaky/twice"
-    job = submit(api, "webhook.deliver",
-                 {"url": f"{http_target.base}{path}?fail=2", "body": {"n": 2}})
+    job = submit(
+        api, "webhook.deliver", {"url": f"{http_target.base}{path}?fail=2", "body": {"n": 2}}
+    )
     done, seen = follow(api, job["id"], timeout=60)
     assert done["state"] == "succeeded", done
     assert done["attempts"] == 3
@@ -100,12 +104,16 @@ def test_webhook_client_error_fails_at_once(api, http_target):
 
 
 def test_email_reaches_a_real_smtp_server(api, smtp_sink):
-    job = submit(api, "email.send", {
-        "to": ["ada@example.com", "grace@example.org"],
-        "subject": "Report ready",
-        "text": "Your report is ready.",
-        "html": "<p>Your report is <b>ready</b>.</p>",
-    })
+    job = submit(
+        api,
+        "email.send",
+        {
+            "to": ["ada@example.com", "grace@example.org"],
+            "subject": "Report ready",
+            "text": "Your report is ready.",
+            "html": "<p>Your report is <b>ready</b>.</p>",
+        },
+    )
     done, _ = follow(api, job["id"])
     assert done["state"] == "succeeded", done
     assert done["result"]["accepted"] == 2
@@ -114,8 +122,11 @@ def test_email_reaches_a_real_smtp_server(api, smtp_sink):
     assert message["Subject"] == "Report ready"
     assert message["To"] == "ada@example.com, grace@example.org"
     assert message.is_multipart()
-    parts = {part.get_content_type(): part.get_payload(decode=True).decode()
-             for part in message.walk() if not part.is_multipart()}
+    parts = {
+        part.get_content_type(): part.get_payload(decode=True).decode()
+        for part in message.walk()
+        if not part.is_multipart()
+    }
     assert parts["text/plain"].strip() == "Your report is ready."
     assert "<b>ready</b>" in parts["text/html"]
 
@@ -137,15 +148,19 @@ def test_logs_summarize_streams_a_log_over_http(api, http_target):
     result = done["result"]
     assert result["line_count"] == 200
     assert result["levels"] == {"INFO": 160, "WARNING": 20, "ERROR": 20}
-    assert result["top_errors"] == [{"message": "database timeout", "count": 10},
-                                    {"message": "cache miss", "count": 10}]
+    assert result["top_errors"] == [
+        {"message": "database timeout", "count": 10},
+        {"message": "cache miss", "count": 10},
+    ]
     assert result["first_timestamp"] == "2024-05-01T12:00:00Z"
     assert result["last_timestamp"] == "2024-05-01T12:03:19Z"
 
 
 def test_logs_summarize_accepts_inline_json_lines(api):
-    lines = ['{"level": "error", "msg": "disk full", "ts": "2024-01-01T00:00:00Z"}',
-             '{"level": "info", "msg": "started", "ts": "2024-01-01T00:00:05Z"}']
+    lines = [
+        '{"level": "error", "msg": "disk full", "ts": "2024-01-01T00:00:00Z"}',
+        '{"level": "info", "msg": "started", "ts": "2024-01-01T00:00:05Z"}',
+    ]
     job = submit(api, "logs.summarize", {"lines": lines})
     done, _ = follow(api, job["id"])
     assert done["state"] == "succeeded", done

@@ -1,0 +1,42 @@
+# Taskplane's entry points. Each target sets up what it needs first, so a
+# fresh clone needs nothing but Python 3.11+ (and root on Debian/Ubuntu to
+# install RabbitMQ and Redis when they are not already reachable).
+SHELL := /bin/bash
+VENV := .venv
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: help setup services run test test-unit lint lock
+
+help:
+	@echo "make run    set up everything, then run web + worker + Flower + SMTP sink"
+	@echo "make test   set up everything, then run the test suite"
+
+setup:
+	@scripts/bootstrap-venv.sh
+
+services: setup
+	@scripts/ensure-services.sh
+
+run: services
+	@echo "Taskplane API  http://127.0.0.1:8000  (try /job-types, /openapi.json)"
+	@echo "Flower         http://127.0.0.1:5555"
+	@echo "RabbitMQ UI    http://127.0.0.1:15672 (guest/guest)"
+	@echo "SMTP sink      127.0.0.1:$${SMTP_PORT:-8025} (mail is printed below by 'smtp')"
+	@exec honcho start -f Procfile
+
+test: services
+	@pytest
+
+# Unit tests only: no services needed.
+test-unit: setup
+	@pytest tests/unit
+
+lint: setup
+	@ruff check . && ruff format --check .
+
+# Re-pin after changing pyproject.toml (needs uv: pip install uv). The runtime
+# lock goes into images; the dev lock adds test tools with the same pins.
+lock:
+	uv pip compile pyproject.toml --python-version 3.11 -o requirements.lock
+	uv pip compile pyproject.toml --extra dev --python-version 3.11 -c requirements.lock \
+		-o requirements-dev.lock

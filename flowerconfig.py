@@ -1,0 +1,17 @@
+"""Flower settings, read by ``celery -A tasks flower`` from the working directory.
+
+Loopback by default: Flower leaves /metrics and /healthcheck open even with
+basic auth. The management API gives the Broker tab its queue lengths.
+"""
+
+import os
+
+address = os.environ.get("FLOWER_ADDRESS", "127.0.0.1")
+port = int(os.environ.get("FLOWER_PORT", "5555"))
+broker_api = os.environ.get("FLOWER_BROKER_API", "http://guest:guest@127.0.0.1:15672/api/")
+# "user:password[,user2:password2]"; required in production.
+if os.environ.get("FLOWER_BASIC_AUTH"):
+    basic_auth = os.environ["FLOWER_BASIC_AUTH"].split(",")
+# Keep the most recent tasks in memory for the Tasks view; no local state files.
+max_tasks = 10_000
+persistent = False
