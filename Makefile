@@ -22,6 +22,7 @@ run: services
 	@echo "Flower         http://127.0.0.1:5555"
 	@echo "RabbitMQ UI    http://127.0.0.1:15672 (guest/guest)"
 	@echo "SMTP sink      127.0.0.1:$${SMTP_PORT:-8025} (mail is printed below by 'smtp')"
+	@echo "HTTP sink      http://127.0.0.1:8026 (webhook target; GET /sample.log)"
 	@exec honcho start -f Procfile
 
 test: services

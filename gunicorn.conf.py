@@ -22,3 +22,6 @@ preload_app = False
 accesslog = "-"
 errorlog = "-"
 loglevel = os.environ.get("WEB_LOG_LEVEL", "info")
+# gunicorn 24+ opens a control socket in $HOME by default; several gunicorns on
+# one host (tests, blue/green) would fight over it, and we do not use it.
+control_socket_disable = True

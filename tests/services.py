@@ -225,6 +225,22 @@ class Platform:
         self._dead(process)
         return process, base
 
+    def start_flower(self, basic_auth: str, timeout: float = 30) -> tuple[Process, str]:
+        port = free_port()
+        argv = [str(VENV_BIN / "celery"), "-A", "tasks", "flower"]
+        env = {"FLOWER_PORT": str(port), "FLOWER_BASIC_AUTH": basic_auth}
+        process = self._start(f"flower-{port}", argv, env)
+        base = f"http://127.0.0.1:{port}"
+        wait_until(
+            lambda: (
+                self._dead(process)
+                or httpx.get(base + "/healthcheck", timeout=1).status_code == 200
+            ),
+            timeout,
+            what="Flower to answer",
+        )
+        return process, base
+
     def _start(
         self, name: str, argv: Sequence[str], extra: dict[str, str] | None = None
     ) -> Process:

@@ -190,7 +190,7 @@ def test_email_payload_rejects_bad_addresses_and_header_injection(api):
 
 def test_body_over_the_limit_is_413(api):
     big = {"type": "diagnostics.echo", "payload": {"data": "x" * (1024 * 1024 + 10)}}
-    assert_error(api.post("/jobs", json=big), 413)
+    assert_error(api.post("/jobs", json=big), 413, "request_entity_too_large")
 
 
 def test_unknown_route_is_404_in_the_same_shape(api):

@@ -12,7 +12,7 @@ def _procfile() -> dict[str, str]:
 
 def test_procfile_runs_web_worker_flower_and_the_smtp_sink():
     procs = _procfile()
-    assert set(procs) == {"web", "worker", "flower", "smtp"}
+    assert set(procs) == {"web", "worker", "flower", "smtp", "hooks"}
     assert procs["web"].startswith("gunicorn -c gunicorn.conf.py wsgi:app")
     assert procs["worker"].startswith("celery -A tasks worker")
     assert "-n worker@%h" in procs["worker"]
