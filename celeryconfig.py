@@ -99,3 +99,5 @@ taskplane_delivery_limit = 5
 taskplane_smtp_host = os.environ.get("SMTP_HOST", "127.0.0.1")
 taskplane_smtp_port = int(os.environ.get("SMTP_PORT", "8025"))
 taskplane_mail_from = os.environ.get("TASKPLANE_MAIL_FROM", "taskplane@example.com")
+# How long an Idempotency-Key keeps returning the job it first created.
+taskplane_idempotency_ttl_s = 24 * 3600

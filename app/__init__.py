@@ -25,11 +25,12 @@ def create_app(
         app.config.update(config)
     app.json.sort_keys = False
     app.extensions["celery"] = celery or create_celery_app(
-        environment, overrides=app.config.get("CELERY_OVERRIDES")
+        environment, overrides=app.config.get("CELERY_OVERRIDES"), patient_storage=False
     )
     errors.init_app(app)
-    from app import health, jobs, openapi  # blueprints import the app package
+    from app import cli, deadletters, health, jobs, openapi  # these import the app package
 
-    for blueprint in (jobs.bp, health.bp, openapi.bp):
+    cli.init_app(app)
+    for blueprint in (jobs.bp, deadletters.bp, health.bp, openapi.bp):
         app.register_blueprint(blueprint)
     return app

@@ -1,6 +1,10 @@
 """The jobs API: submit, read, cancel, and the catalogue of job types."""
 
+import hashlib
+import json
+import re
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
@@ -9,11 +13,10 @@ from redis.exceptions import RedisError
 
 from app.errors import ApiError
 from app.jsonbody import read_json_object
-from app.models import Job, JobSubmission, validation_details
-from app.submit import submit_job, unavailable
+from app.models import MAX_DELAY_S, Job, JobSubmission, validation_details
+from app.submit import Submission, delay_until, submit_job, unavailable
 from tasks.factory import TaskplaneCelery
 from tasks.jobstore import FINAL_STATES
-from tasks.registry import JobType
 
 bp = Blueprint("jobs", __name__)
 
@@ -22,24 +25,24 @@ def celery_app() -> TaskplaneCelery:
     return current_app.extensions["celery"]
 
 
-def resolve_submission(body: dict[str, Any]) -> tuple[JobType, dict[str, Any]]:
-    """Validate the envelope, find the job type, validate its payload."""
+def resolve_submission(body: dict[str, Any]) -> Submission:
+    """Validate the envelope, find the job type, validate its payload and schedule."""
     try:
-        submission = JobSubmission.model_validate(body)
+        envelope = JobSubmission.model_validate(body)
     except ValidationError as exc:
         raise ApiError(
             422, "validation_failed", "the request body is invalid", details=validation_details(exc)
         ) from exc
-    job_type = celery_app().job_types.get(submission.type)
+    job_type = celery_app().job_types.get(envelope.type)
     if job_type is None:
         raise ApiError(
             422,
             "unknown_job_type",
-            f"no job type named {submission.type!r}",
+            f"no job type named {envelope.type!r}",
             details={"known": sorted(celery_app().job_types)},
         )
     try:
-        payload = job_type.payload_model.model_validate(submission.payload)
+        payload = job_type.payload_model.model_validate(envelope.payload)
     except ValidationError as exc:
         raise ApiError(
             422,
@@ -47,7 +50,17 @@ def resolve_submission(body: dict[str, Any]) -> tuple[JobType, dict[str, Any]]:
             f"the payload does not fit {job_type.name}",
             details=validation_details(exc, prefix="payload"),
         ) from exc
-    return job_type, payload.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    run_at = delay_until(envelope.delay_s, envelope.run_at)
+    if run_at is not None and (run_at - datetime.now(UTC)).total_seconds() > MAX_DELAY_S:
+        raise ApiError(
+            422,
+            "validation_failed",
+            "a job can be scheduled at most 30 days ahead",
+            details=[{"path": "run_at", "message": "too far ahead", "type": "range"}],
+        )
+    return Submission(
+        job_type, payload.model_dump(mode="json", by_alias=True, exclude_unset=True), run_at
+    )
 
 
 def job_view(record: dict[str, Any]) -> dict[str, Any]:
@@ -66,12 +79,74 @@ def load_job(job_id: str) -> dict[str, Any]:
     return record
 
 
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
 @bp.post("/jobs")
 def create_job() -> tuple[Response, int, dict[str, str]]:
-    job_type, payload = resolve_submission(read_json_object(request))
-    record = submit_job(celery_app(), job_type, payload)
-    location = url_for("jobs.get_job", job_id=record["id"])
-    return jsonify(job_view(record)), 202, {"Location": location}
+    body = read_json_object(request)
+    submission = resolve_submission(body)
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        record = submit_job(celery_app(), submission)
+    else:
+        record, created = submit_idempotently(key, body, submission)
+        if not created:
+            return jsonify(job_view(record)), 200, {"Location": _location(record)}
+    return jsonify(job_view(record)), 202, {"Location": _location(record)}
+
+
+def submit_idempotently(
+    key: str, body: dict[str, Any], submission: Submission
+) -> tuple[dict[str, Any], bool]:
+    """The first job submitted with ``key`` (created=False), or a new one (created=True).
+
+    The same key with a different body is a client bug: 409, never a silent
+    second job or a silent reuse.
+    """
+    if not IDEMPOTENCY_KEY.match(key):
+        raise ApiError(
+            400, "invalid_idempotency_key", "Idempotency-Key must be 1-255 visible ASCII characters"
+        )
+    store = celery_app().jobstore
+    fingerprint = hashlib.sha256(
+        json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+    job_id = str(uuid.uuid4())
+    ttl = int(celery_app().conf.taskplane_idempotency_ttl_s)
+    try:
+        held = store.claim_idempotency_key(key, fingerprint, job_id, ttl)
+        existing = store.get(held[1]) if held else None
+    except RedisError as exc:
+        raise unavailable("job storage") from exc
+    if held is None:
+        try:
+            return submit_job(celery_app(), submission, job_id), True
+        except ApiError:
+            try:
+                store.release_idempotency_key(key, job_id)
+            except RedisError:
+                pass  # the key expires on its own; the client got its 503
+            raise
+    if held[0] != fingerprint:
+        raise ApiError(
+            409,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different request body",
+            details={"job_id": held[1]},
+        )
+    if existing is None:
+        raise ApiError(
+            409,
+            "idempotency_key_in_progress",
+            "a request with this Idempotency-Key is still being accepted",
+            headers={"Retry-After": "1"},
+        )
+    return existing, False
+
+
+def _location(record: dict[str, Any]) -> str:
+    return url_for("jobs.get_job", job_id=record["id"])
 
 
 @bp.get("/jobs/<job_id>")

@@ -4,9 +4,20 @@ The same models validate requests and generate ``/openapi.json``, so the
 document cannot drift from what the code accepts.
 """
 
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    model_validator,
+)
+
+# Native delayed delivery reaches about 8.5 years; a month is a sane bound.
+MAX_DELAY_S = 30 * 24 * 3600
 
 JobState = Literal["queued", "scheduled", "started", "retrying", "succeeded", "failed", "cancelled"]
 
@@ -18,6 +29,18 @@ class JobSubmission(BaseModel):
 
     type: str = Field(min_length=1, max_length=200, description="a job type name, see /job-types")
     payload: dict[str, JsonValue] = Field(default_factory=dict)
+    delay_s: float | None = Field(
+        default=None, ge=0, le=MAX_DELAY_S, description="run no sooner than this many seconds"
+    )
+    run_at: AwareDatetime | None = Field(
+        default=None, description="RFC 3339 time with offset; run no sooner"
+    )
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> Self:
+        if self.delay_s is not None and self.run_at is not None:
+            raise ValueError("give at most one of 'delay_s' or 'run_at'")
+        return self
 
 
 class Job(BaseModel):
@@ -32,6 +55,13 @@ class Job(BaseModel):
     started_at: str | None = None
     finished_at: str | None = None
     next_attempt_at: str | None = None
+    scheduled_for: str | None = None
+    worker: str | None = None
+    dead_reason: str | None = None
+    dead_lettered_at: str | None = None
+    history: list[dict[str, JsonValue]] = Field(
+        default_factory=list, description="earlier runs, kept when a job is replayed"
+    )
 
 
 class RetryInfo(BaseModel):

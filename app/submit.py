@@ -1,12 +1,16 @@
 """Turning a validated submission into a recorded, broker-confirmed job.
 
 The record is written before the publish, so a worker never sees a job the
-API cannot describe; if the broker does not confirm, the record is removed
-and the client gets 503: the job does not exist.
+API cannot describe. If the broker does not confirm within the bound, the
+record is removed and the client gets 503: the job does not exist. (Should
+the broker still take that message later, the worker finds no record for a
+message marked as recorded and drops it.)
 """
 
 import logging
 import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from amqp.exceptions import AMQPError, MessageNacked
@@ -14,11 +18,23 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from app.errors import ApiError
+from tasks.base import RECORDED_HEADER
 from tasks.factory import TaskplaneCelery
+from tasks.jobstore import rfc3339
 from tasks.registry import JobType
 
 logger = logging.getLogger("taskplane.web")
 RETRY_AFTER_S = "5"
+# How long the broker may take to confirm one publish before we answer 503.
+CONFIRM_TIMEOUT_S = 3.0
+PUBLISH_ERRORS = (OperationalError, AMQPError, MessageNacked, OSError)
+
+
+@dataclass(frozen=True)
+class Submission:
+    job_type: JobType
+    payload: dict[str, Any]
+    run_at: datetime | None = None  # None: now
 
 
 def unavailable(what: str) -> ApiError:
@@ -30,26 +46,79 @@ def unavailable(what: str) -> ApiError:
     )
 
 
-def submit_job(celery: TaskplaneCelery, job_type: JobType, payload: dict[str, Any]) -> dict:
-    job_id = str(uuid.uuid4())
+def submit_job(celery: TaskplaneCelery, submission: Submission, job_id: str | None = None) -> dict:
+    job_id = job_id or str(uuid.uuid4())
+    job_type = submission.job_type
+    countdown = _countdown(submission.run_at)
+    extra = {"scheduled_for": rfc3339(submission.run_at)} if countdown else {}
     try:
-        record = celery.jobstore.create(job_id, job_type.name, job_type.queue)
+        record = celery.jobstore.create(
+            job_id,
+            job_type.name,
+            job_type.queue,
+            state="scheduled" if countdown else "queued",
+            **extra,
+        )
     except RedisError as exc:
         logger.warning("could not record job: %s", exc)
         raise unavailable("job storage") from exc
     try:
+        if countdown:
+            ensure_delayed_delivery(celery)
         celery.send_task(
-            job_type.name, args=(payload,), task_id=job_id, queue=job_type.queue, ignore_result=True
+            job_type.name,
+            args=(submission.payload,),
+            task_id=job_id,
+            queue=job_type.queue,
+            ignore_result=True,
+            countdown=countdown,
+            headers={RECORDED_HEADER: True},
+            confirm_timeout=CONFIRM_TIMEOUT_S,
         )
-    except (OperationalError, AMQPError, MessageNacked, OSError) as exc:
+    except PUBLISH_ERRORS as exc:
         logger.warning("broker did not confirm job %s: %s", job_id, exc)
-        _forget(celery, job_id)
+        forget(celery, job_id)
         raise unavailable("the message broker") from exc
     return record
 
 
-def _forget(celery: TaskplaneCelery, job_id: str) -> None:
+def _countdown(run_at: datetime | None) -> int | None:
+    """Whole seconds until ``run_at`` (native delayed delivery counts seconds)."""
+    if run_at is None:
+        return None
+    seconds = (run_at - datetime.now(UTC)).total_seconds()
+    return round(seconds) if seconds >= 1 else None
+
+
+def ensure_delayed_delivery(celery: TaskplaneCelery) -> None:
+    """Declare Celery's native delayed-delivery exchanges once per process.
+
+    Workers declare them when they start; a web that schedules a job before
+    any worker ever ran must not publish into an exchange that is not there.
+    """
+    if celery.delayed_delivery_ready:
+        return
+    from kombu.transport.native_delayed_delivery import (
+        bind_queue_to_native_delayed_delivery_exchange,
+        declare_native_delayed_delivery_exchanges_and_queues,
+    )
+
+    with celery.connection_for_write() as conn:
+        declare_native_delayed_delivery_exchanges_and_queues(conn, "quorum")
+        for queue in celery.conf.task_queues:
+            queue(conn.default_channel).declare()
+            bind_queue_to_native_delayed_delivery_exchange(conn, queue)
+    celery.delayed_delivery_ready = True
+
+
+def forget(celery: TaskplaneCelery, job_id: str) -> None:
     try:
         celery.jobstore.delete(job_id)
     except RedisError:
         logger.exception("could not remove the record of unpublished job %s", job_id)
+
+
+def delay_until(delay_s: float | None, run_at: datetime | None) -> datetime | None:
+    if delay_s:
+        return datetime.now(UTC) + timedelta(seconds=delay_s)
+    return run_at

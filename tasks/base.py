@@ -7,21 +7,32 @@ message and RabbitMQ dead-letters it.
 """
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from celery import Task
 from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
 from tasks.errors import PermanentError, TransientError
 from tasks.jobstore import rfc3339
 
 if TYPE_CHECKING:
+    from tasks.jobstore import JobStore
     from tasks.registry import JobType
 
+T = TypeVar("T")
+# While storage is down, a job waits in the broker and comes back this often.
+STORAGE_RETRY_CAP_S = 30
+
 logger = logging.getLogger("taskplane.job")
+
+
+# Marks messages published by our web, which always records the job first.
+RECORDED_HEADER = "taskplane_recorded"
 
 
 @dataclass(frozen=True)
@@ -31,6 +42,25 @@ class JobContext:
     job_id: str
     attempt: int
     settings: Any  # the Celery app's configuration (taskplane_* keys)
+    store: "JobStore | None" = None
+
+    def once(self, effect: str, perform: Callable[[], T]) -> T:
+        """Run ``perform`` unless this job already produced ``effect``; return its outcome.
+
+        A job can run again after it acted (its worker died before the ack, or
+        Redis was down when it tried to record success). The outcome of an
+        effect is recorded the moment it happens, so the rerun returns it
+        instead of acting twice. Failures are not recorded: they may retry.
+        """
+        if self.store is None:
+            return perform()
+        done = self.store.effect(self.job_id, effect)
+        if done is not None:
+            logger.info("job %s already did %s; not doing it again", self.job_id, effect)
+            return done
+        outcome = perform()
+        self.store.record_effect(self.job_id, effect, outcome)
+        return outcome
 
 
 class JobTask(Task):
@@ -42,20 +72,40 @@ class JobTask(Task):
     typing = False
 
     def run(self, payload: Any = None) -> Any:
+        try:
+            return self._run(payload)
+        except RedisError as exc:
+            # Job storage is unreachable (even after the client's own retries):
+            # keep the job as a message in the broker and come back later. This
+            # is not an attempt of the job, so it does not spend its budget.
+            delay = min(STORAGE_RETRY_CAP_S, 2 ** min(self.request.retries or 0, 5))
+            logger.warning(
+                "job storage unavailable (%s); job %s back in %ss", exc, self.request.id, delay
+            )
+            raise self.retry(exc=exc, countdown=delay) from exc
+
+    def _run(self, payload: Any) -> Any:
         job_id = self.request.id
         outcome = self.app.jobstore.start(
-            job_id, self.name, self.job_type.queue, self.request.hostname or ""
+            job_id,
+            self.name,
+            self.job_type.queue,
+            self.request.hostname or "",
+            recorded=bool(getattr(self.request, RECORDED_HEADER, False)),
         )
         if not outcome.proceed:
-            # Cancelled before it ran, or a redelivery of a job that already
-            # finished (its effect happened): acknowledge and do nothing.
-            logger.info("job %s is %s; not running it again", job_id, outcome.state)
+            # Cancelled before it ran, a redelivery of a job that already
+            # finished (its effect happened), or a publish the web gave up on:
+            # acknowledge and do nothing.
+            logger.info("job %s is %s; not running it", job_id, outcome.state)
             raise Ignore()
-        context = JobContext(job_id=job_id, attempt=outcome.attempt, settings=self.app.conf)
+        context = JobContext(
+            job_id=job_id, attempt=outcome.attempt, settings=self.app.conf, store=self.app.jobstore
+        )
         try:
             model = self.job_type.payload_model.model_validate(payload)
             result = self.job_type.load_handler()(model, context)
-        except Retry:
+        except (Retry, RedisError):
             raise
         except Exception as exc:
             raise self._retry_or_fail(exc, context) from exc

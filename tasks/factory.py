@@ -11,9 +11,10 @@ from celery import Celery, bootsteps, signals
 
 from config import config_module
 from tasks.base import JobTask
+from tasks.deaths import DeathWatcher
 from tasks.jobstore import JobStore, redis_client
 from tasks.logging_setup import configure_logging
-from tasks.queues import dead_letter_queues, job_queues, queue_names
+from tasks.queues import dead_letter_queues, deaths_queue, job_queues, queue_names
 from tasks.registry import JobType, enabled_job_types
 
 
@@ -24,10 +25,16 @@ class TaskplaneCelery(Celery):
     def job_types(self) -> dict[str, JobType]:
         return enabled_job_types(self.conf.taskplane_job_families)
 
+    # Workers ride out short Redis blips; the web fails fast with a 503.
+    patient_storage = True
+    # Set once this process declared the native delayed-delivery exchanges.
+    delayed_delivery_ready = False
+
     @cached_property
     def jobstore(self) -> JobStore:
         # redis-py resets its pool in a forked child, so this is fork-safe.
-        return JobStore(redis_client(self.conf.result_backend), int(self.conf.result_expires))
+        client = redis_client(self.conf.result_backend, patient=self.patient_storage)
+        return JobStore(client, int(self.conf.result_expires))
 
 
 class DeclareDeadLetterQueues(bootsteps.StartStopStep):
@@ -42,14 +49,17 @@ class DeclareDeadLetterQueues(bootsteps.StartStopStep):
     def start(self, c: Any) -> None:
         with c.app.connection_for_write() as conn:
             channel = conn.default_channel
-            for queue in dead_letter_queues(c.app.job_types.values()):
+            for queue in (*dead_letter_queues(c.app.job_types.values()), deaths_queue()):
                 queue(channel).declare()
 
 
 def create_celery_app(
-    environment: str | None = None, overrides: dict[str, Any] | None = None
+    environment: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    patient_storage: bool = True,
 ) -> TaskplaneCelery:
     app = TaskplaneCelery("taskplane")
+    app.patient_storage = patient_storage
     app.config_from_object(config_module(environment))
     if overrides:
         app.conf.update(overrides)
@@ -60,6 +70,7 @@ def create_celery_app(
     # worker at once rather than at its first job. The web never imports them.
     app.conf.imports = sorted({jt.handler_module for jt in app.job_types.values()})
     app.steps["consumer"].add(DeclareDeadLetterQueues)
+    app.steps["consumer"].add(DeathWatcher)
     signals.setup_logging.connect(_setup_logging, weak=False)
     return app
 

@@ -3,7 +3,9 @@
 Celery's own result meta cannot tell "never submitted" from "waiting"
 (both are PENDING), so Taskplane keeps one hash per job. Every state change
 is a small Lua script, so concurrent writers (a cancel racing a worker start,
-a redelivery racing a late ack) cannot interleave.
+a redelivery racing a late ack, a replay racing a dead-letter event) cannot
+interleave. The same Redis keeps the dead-letter index, idempotency keys and
+effect markers.
 """
 
 import json
@@ -12,25 +14,35 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 
 KEY_PREFIX = "taskplane:job:"
+DEAD_PREFIX = "taskplane:dead:"
+IDEMPOTENCY_PREFIX = "taskplane:idempotency:"
+EFFECT_PREFIX = "taskplane:effect:"
 FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 WAITING_STATES = frozenset({"queued", "scheduled", "retrying"})
 
-# Returns {outcome, attempts}. Creates the record for a message published by a
-# producer other than our web (it has no record yet).
+# ARGV: now, worker, type, id, queue, recorded. Returns {outcome, attempts}.
+# A message our web published always has a record; if it is gone, the web
+# answered 503 and removed it (the job does not exist): do not run it. A
+# message from another producer has no record yet: create one.
 _START = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'succeeded' or state == 'failed' or state == 'cancelled' then
   return {state, tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')}
 end
 if not state then
+  if ARGV[6] == '1' then return {'abandoned', 0} end
   redis.call('HSET', KEYS[1], 'id', ARGV[4], 'type', ARGV[3], 'queue', ARGV[5],
              'created_at', ARGV[1], 'attempts', 0)
 end
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'state', 'started', 'started_at', ARGV[1], 'worker', ARGV[2])
-redis.call('HDEL', KEYS[1], 'next_attempt_at')
+redis.call('HDEL', KEYS[1], 'next_attempt_at', 'scheduled_for')
 return {'started', attempts}
 """
 
@@ -57,7 +69,57 @@ end
 return state
 """
 
-_JSON_FIELDS = ("result", "error")
+# KEYS: record, dead index. ARGV: now, epoch, error json, reason, ttl, id, type, queue.
+# A job dead-lettered by the broker itself (delivery limit) never got a
+# "failed" from a worker: this is where it gets one. Dead jobs do not expire
+# while they sit in the dead-letter queue.
+_DEAD = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then
+  redis.call('HSET', KEYS[1], 'id', ARGV[6], 'type', ARGV[7], 'queue', ARGV[8],
+             'created_at', ARGV[1], 'attempts', 0)
+end
+if state ~= 'failed' then
+  redis.call('HSET', KEYS[1], 'state', 'failed', 'finished_at', ARGV[1], 'error', ARGV[3])
+end
+redis.call('HSET', KEYS[1], 'dead_reason', ARGV[4], 'dead_lettered_at', ARGV[1])
+redis.call('PERSIST', KEYS[1])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[6])
+return state or 'missing'
+"""
+
+# KEYS: record, dead index. ARGV: now, id. Keeps the previous run in history.
+_REPLAY = """
+local record = redis.call('HGETALL', KEYS[1])
+if #record == 0 then return 'missing' end
+local fields = {}
+for i = 1, #record, 2 do fields[record[i]] = record[i + 1] end
+local history = {}
+if fields['history'] then history = cjson.decode(fields['history']) end
+local previous = {replayed_at = ARGV[1]}
+for _, name in ipairs({'state', 'attempts', 'error', 'started_at', 'finished_at',
+                       'worker', 'dead_reason', 'dead_lettered_at'}) do
+  previous[name] = fields[name]
+end
+table.insert(history, previous)
+redis.call('HDEL', KEYS[1], 'error', 'result', 'started_at', 'finished_at', 'worker',
+           'dead_reason', 'dead_lettered_at', 'next_attempt_at')
+redis.call('HSET', KEYS[1], 'state', 'queued', 'attempts', 0, 'history', cjson.encode(history))
+redis.call('PERSIST', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[2])
+return 'queued'
+"""
+
+# KEYS: idempotency key. ARGV: fingerprint, job id, ttl. Returns nil when claimed.
+_CLAIM = """
+local existing = redis.call('HMGET', KEYS[1], 'fingerprint', 'job_id')
+if existing[1] then return existing end
+redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], 'job_id', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return nil
+"""
+
+_JSON_FIELDS = ("result", "error", "history")
 _INT_FIELDS = ("attempts",)
 
 
@@ -86,12 +148,23 @@ class JobStore:
         self._start = client.register_script(_START)
         self._settle = client.register_script(_SETTLE)
         self._cancel = client.register_script(_CANCEL)
+        self._dead = client.register_script(_DEAD)
+        self._replay = client.register_script(_REPLAY)
+        self._claim = client.register_script(_CLAIM)
 
     @staticmethod
     def key(job_id: str) -> str:
         return KEY_PREFIX + job_id
 
-    def create(self, job_id: str, job_type: str, queue: str, state: str = "queued") -> dict:
+    @staticmethod
+    def dead_key(queue: str) -> str:
+        return DEAD_PREFIX + queue
+
+    # -- web side ---------------------------------------------------------------
+
+    def create(
+        self, job_id: str, job_type: str, queue: str, state: str = "queued", **extra: str
+    ) -> dict[str, Any]:
         record = {
             "id": job_id,
             "type": job_type,
@@ -99,6 +172,7 @@ class JobStore:
             "state": state,
             "attempts": 0,
             "created_at": utcnow(),
+            **extra,
         }
         self.redis.hset(self.key(job_id), mapping=record)
         return record
@@ -110,9 +184,29 @@ class JobStore:
         raw = self.redis.hgetall(self.key(job_id))
         return decode_record(raw) if raw else None
 
-    def start(self, job_id: str, job_type: str, queue: str, worker: str) -> StartOutcome:
+    def cancel(self, job_id: str) -> str:
+        return _text(self._cancel(keys=[self.key(job_id)], args=[utcnow(), self.finished_ttl_s]))
+
+    def claim_idempotency_key(
+        self, key: str, fingerprint: str, job_id: str, ttl_s: int
+    ) -> tuple[str, str] | None:
+        """Claim ``key`` for ``job_id``; if someone holds it, return (fingerprint, job_id)."""
+        held = self._claim(keys=[IDEMPOTENCY_PREFIX + key], args=[fingerprint, job_id, ttl_s])
+        return (_text(held[0]), _text(held[1])) if held else None
+
+    def release_idempotency_key(self, key: str, job_id: str) -> None:
+        full = IDEMPOTENCY_PREFIX + key
+        if _text(self.redis.hget(full, "job_id")) == job_id:
+            self.redis.delete(full)
+
+    # -- worker side ------------------------------------------------------------
+
+    def start(
+        self, job_id: str, job_type: str, queue: str, worker: str, recorded: bool = False
+    ) -> StartOutcome:
         state, attempts = self._start(
-            keys=[self.key(job_id)], args=[utcnow(), worker or "", job_type, job_id, queue]
+            keys=[self.key(job_id)],
+            args=[utcnow(), worker or "", job_type, job_id, queue, "1" if recorded else "0"],
         )
         state = _text(state)
         return StartOutcome(proceed=state == "started", state=state, attempt=int(attempts))
@@ -129,8 +223,60 @@ class JobStore:
         fields = {"state": "failed", "error": error, "finished_at": utcnow()}
         return self._settle_with(job_id, fields, ttl=self.finished_ttl_s)
 
-    def cancel(self, job_id: str) -> str:
-        return _text(self._cancel(keys=[self.key(job_id)], args=[utcnow(), self.finished_ttl_s]))
+    def effect(self, job_id: str, name: str) -> Any:
+        """The recorded outcome of an effect this job already produced, or None."""
+        raw = self.redis.get(f"{EFFECT_PREFIX}{job_id}:{name}")
+        return None if raw is None else json.loads(raw)
+
+    def record_effect(self, job_id: str, name: str, outcome: Any) -> None:
+        self.redis.set(
+            f"{EFFECT_PREFIX}{job_id}:{name}", json.dumps(outcome), ex=self.finished_ttl_s
+        )
+
+    # -- dead letters -----------------------------------------------------------
+
+    def dead_lettered(
+        self, job_id: str, job_type: str, queue: str, reason: str, error: dict
+    ) -> str:
+        now = datetime.now(UTC)
+        return _text(
+            self._dead(
+                keys=[self.key(job_id), self.dead_key(queue)],
+                args=[
+                    rfc3339(now),
+                    now.timestamp(),
+                    json.dumps(error),
+                    reason,
+                    self.finished_ttl_s,
+                    job_id,
+                    job_type,
+                    queue,
+                ],
+            )
+        )
+
+    def reset_for_replay(self, job_id: str, queue: str) -> str:
+        return _text(
+            self._replay(keys=[self.key(job_id), self.dead_key(queue)], args=[utcnow(), job_id])
+        )
+
+    def dead_ids(self, queue: str, offset: int = 0, limit: int = 100) -> list[str]:
+        """Newest first."""
+        ids = self.redis.zrevrange(self.dead_key(queue), offset, offset + limit - 1)
+        return [_text(i) for i in ids]
+
+    def dead_count(self, queue: str) -> int:
+        return int(self.redis.zcard(self.dead_key(queue)))
+
+    def forget_dead(self, queue: str, job_ids: list[str]) -> None:
+        if job_ids:
+            self.redis.zrem(self.dead_key(queue), *job_ids)
+
+    def get_many(self, job_ids: list[str]) -> list[dict[str, Any] | None]:
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(self.key(job_id))
+        return [decode_record(raw) if raw else None for raw in pipe.execute()]
 
     def _settle_with(self, job_id: str, fields: dict[str, Any], ttl: int) -> str:
         args: list[Any] = [ttl]
@@ -147,6 +293,11 @@ def decode_record(raw: dict[Any, Any]) -> dict[str, Any]:
     for name in _INT_FIELDS:
         if name in record:
             record[name] = int(record[name])
+    for run in record.get("history", []):  # earlier runs, as the replay script kept them
+        if isinstance(run.get("error"), str):
+            run["error"] = json.loads(run["error"])
+        if run.get("attempts") is not None:
+            run["attempts"] = int(run["attempts"])
     return record
 
 
@@ -154,12 +305,23 @@ def _text(value: Any) -> Any:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def redis_client(url: str) -> redis.Redis:
-    """A client with short timeouts: a hung Redis must not hang a request or a job."""
+def redis_client(url: str, *, patient: bool) -> redis.Redis:
+    """A client with short timeouts: a hung Redis must not hang a request or a job.
+
+    Workers are ``patient``: they ride out a Redis blip of a few seconds with
+    reconnect-and-retry before giving up (and then retry the job later). The
+    web gives up after one quick retry, so a client gets its 503 at once.
+    """
+    retry = (
+        Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=10)
+        if patient
+        else Retry(ExponentialBackoff(cap=0.1, base=0.02), retries=1)
+    )
     return redis.Redis.from_url(
         url,
         socket_timeout=3.0,
         socket_connect_timeout=2.0,
         health_check_interval=15,
-        retry_on_timeout=True,
+        retry=retry,
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )

@@ -6,7 +6,10 @@ Job queues are durable quorum queues on a topic exchange:
 - topic: Celery's native delayed delivery (countdowns, retries) only works on
   non-direct exchanges; with a direct exchange a countdown job blocks a worker
   process until it is due (measured: an immediate job waited 6 s behind one).
-Every job queue dead-letters into ``<queue>.dead`` through one exchange.
+Every job queue dead-letters through one topic exchange into ``<queue>.dead``
+(kept until an operator replays or purges it) and, as a copy, into
+``taskplane.deaths``, which workers consume to mark the job failed with the
+reason, including deaths the broker decides alone (the delivery limit).
 """
 
 from collections.abc import Iterable
@@ -16,7 +19,8 @@ from kombu import Exchange, Queue
 from tasks.registry import JobType
 
 JOB_EXCHANGE = Exchange("taskplane", type="topic", durable=True)
-DEAD_LETTER_EXCHANGE = Exchange("taskplane.dead", type="direct", durable=True)
+DEAD_LETTER_EXCHANGE = Exchange("taskplane.dead", type="topic", durable=True)
+DEATHS_QUEUE_NAME = "taskplane.deaths"
 
 
 def dead_letter_queue_name(queue: str) -> str:
@@ -48,6 +52,16 @@ def dead_letter_queue(name: str) -> Queue:
         dead_letter_queue_name(name),
         exchange=DEAD_LETTER_EXCHANGE,
         routing_key=name,
+        durable=True,
+        queue_arguments={"x-queue-type": "quorum"},
+    )
+
+
+def deaths_queue() -> Queue:
+    return Queue(
+        DEATHS_QUEUE_NAME,
+        exchange=DEAD_LETTER_EXCHANGE,
+        routing_key="#",
         durable=True,
         queue_arguments={"x-queue-type": "quorum"},
     )

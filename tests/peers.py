@@ -25,6 +25,7 @@ class HttpTarget:
 
     ``/hooks/ok`` 200; ``/hooks/status/<code>`` that status;
     ``/hooks/flaky/<key>?fail=N`` 503 for the first N requests per key, then 200;
+    ``/hooks/sequence/<key>?codes=400,200`` those statuses in turn, the last one after;
     ``/logs/<name>`` a registered text body.
     """
 
@@ -75,6 +76,11 @@ class HttpTarget:
     def _status_for(self, path: str, query: dict[str, list[str]]) -> int:
         if path.startswith("/hooks/status/"):
             return int(path.rsplit("/", 1)[1])
+        if path.startswith("/hooks/sequence/"):
+            codes = [int(c) for c in query.get("codes", ["200"])[0].split(",")]
+            with self._lock:
+                seen = len(self.requests[path])
+            return codes[min(seen, len(codes) - 1)]
         if path.startswith("/hooks/flaky/"):
             fail = int(query.get("fail", ["2"])[0])
             with self._lock:

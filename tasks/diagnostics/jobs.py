@@ -14,8 +14,16 @@ def echo(payload: EchoPayload, context: JobContext) -> dict[str, Any]:
     return {"data": payload.data}
 
 
+# Chaos runs count how often each job's effect happened (must be exactly once).
+EFFECTS_KEY = "taskplane:diagnostics:effects"
+
+
 def sleep(payload: SleepPayload, context: JobContext) -> dict[str, Any]:
+    """Sleep, then produce one observable effect, guarded like a real side effect."""
     time.sleep(payload.seconds)
+    if payload.effect and context.store is not None:
+        store = context.store
+        context.once("effect", lambda: store.redis.hincrby(EFFECTS_KEY, context.job_id, 1))
     return {"slept_s": payload.seconds}
 
 

@@ -15,6 +15,7 @@ class SleepPayload(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     seconds: float = Field(ge=0, le=600)
+    effect: bool = Field(default=False, description="count one side effect after sleeping")
 
 
 class FailPayload(BaseModel):

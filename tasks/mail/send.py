@@ -25,9 +25,13 @@ def build_message(payload: EmailPayload, sender: str, job_id: str) -> EmailMessa
 
 
 def send(payload: EmailPayload, context: JobContext) -> dict[str, Any]:
-    settings = context.settings
-    sender = payload.from_ or settings.taskplane_mail_from
+    """One SMTP transaction; a job whose mail was accepted does not send it again."""
+    sender = payload.from_ or context.settings.taskplane_mail_from
     message = build_message(payload, sender, context.job_id)
+    return context.once("sent", lambda: _deliver(message, payload, context.settings))
+
+
+def _deliver(message: EmailMessage, payload: EmailPayload, settings: Any) -> dict[str, Any]:
     try:
         with smtplib.SMTP(
             settings.taskplane_smtp_host, int(settings.taskplane_smtp_port), timeout=30

@@ -16,11 +16,17 @@ USER_AGENT = "Taskplane-Webhook/1"
 
 
 def deliver(payload: WebhookPayload, context: JobContext) -> dict[str, Any]:
+    """POST once per attempt; a job that already delivered does not deliver again."""
+    outcome = context.once("delivered", lambda: _post(payload, context.job_id))
+    return {**outcome, "attempts": context.attempt}
+
+
+def _post(payload: WebhookPayload, job_id: str) -> dict[str, Any]:
     headers = {
         "User-Agent": USER_AGENT,
         **payload.headers,
         "Content-Type": "application/json",
-        "Idempotency-Key": context.job_id,
+        "Idempotency-Key": job_id,
     }
     started = time.monotonic()
     try:
@@ -37,11 +43,7 @@ def deliver(payload: WebhookPayload, context: JobContext) -> dict[str, Any]:
         raise TransientError(f"could not reach the target: {exc}") from exc
     elapsed_ms = round((time.monotonic() - started) * 1000, 1)
     classify(response.status_code, response.headers.get("Retry-After"))
-    return {
-        "status_code": response.status_code,
-        "attempts": context.attempt,
-        "elapsed_ms": elapsed_ms,
-    }
+    return {"status_code": response.status_code, "elapsed_ms": elapsed_ms}
 
 
 def classify(status: int, retry_after_header: str | None) -> None:

@@ -1,0 +1,155 @@
+"""Operating dead letters: list, replay, purge. Used by the HTTP API and the CLI.
+
+The messages themselves stay in RabbitMQ (``<queue>.dead``); Redis keeps an
+index (newest first) and the job records, so listing is cheap and paged
+while the payload never leaves the broker. Replay resets the record (keeping
+the previous run in ``history``), republishes the original message with the
+same id to its queue with a publisher confirm, and only then acks the dead copy.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from kombu import Connection, Message, Producer
+
+from tasks.queues import JOB_EXCHANGE, dead_letter_queue, dead_letter_queue_name
+
+logger = logging.getLogger("taskplane.deadletters")
+# Headers RabbitMQ adds when dead-lettering; a replayed message starts clean.
+_DEATH_HEADERS = (
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-last-death-exchange",
+    "x-last-death-queue",
+    "x-last-death-reason",
+    "x-delivery-count",
+)
+
+
+@dataclass
+class ReplayReport:
+    replayed: list[str] = field(default_factory=list)
+    not_found: list[str] = field(default_factory=list)
+
+
+def list_dead(app: Any, queue: str, offset: int = 0, limit: int = 50) -> dict[str, Any]:
+    store = app.jobstore
+    ids = store.dead_ids(queue, offset, limit)
+    items = []
+    for job_id, record in zip(ids, store.get_many(ids), strict=True):
+        record = record or {"id": job_id}
+        items.append(
+            {
+                "id": job_id,
+                "type": record.get("type"),
+                "reason": record.get("dead_reason"),
+                "error": record.get("error"),
+                "attempts": record.get("attempts", 0),
+                "worker": record.get("worker"),
+                "died_at": record.get("dead_lettered_at"),
+            }
+        )
+    return {
+        "queue": queue,
+        "total": store.dead_count(queue),
+        "offset": offset,
+        "limit": limit,
+        "items": items,
+    }
+
+
+def replay_dead(app: Any, queue: str, job_ids: list[str] | None = None) -> ReplayReport:
+    """Replay the listed jobs (all when None) from ``<queue>.dead`` back to ``queue``."""
+    wanted = None if job_ids is None else set(job_ids)
+    report = ReplayReport()
+    with app.connection_for_write() as conn:
+        for message in _drain(conn, queue):
+            job_id = (message.headers or {}).get("id")
+            if wanted is not None and job_id not in wanted:
+                continue  # left unacked: returns to the dead-letter queue on close
+            _replay_one(app, conn, queue, job_id, message)
+            report.replayed.append(job_id)
+    if wanted is not None:
+        report.not_found = sorted(wanted - set(report.replayed))
+    return report
+
+
+def purge_dead(app: Any, queue: str, job_ids: list[str] | None = None) -> int:
+    """Drop dead letters for good (all when ``job_ids`` is None); returns how many."""
+    with app.connection_for_write() as conn:
+        if job_ids is None:
+            channel = conn.default_channel
+            dead_letter_queue(queue)(channel).declare()
+            purged = channel.queue_purge(dead_letter_queue_name(queue)) or 0
+            app.jobstore.redis.delete(app.jobstore.dead_key(queue))
+            return int(purged)
+        wanted, purged = set(job_ids), []
+        for message in _drain(conn, queue):
+            job_id = (message.headers or {}).get("id")
+            if job_id in wanted:
+                message.ack()
+                purged.append(job_id)
+        app.jobstore.forget_dead(queue, purged)
+        return len(purged)
+
+
+def _drain(conn: Connection, queue: str):  # noqa: ANN202 - generator of kombu Messages
+    """Every message now in the dead-letter queue, unacked, on one channel.
+
+    Messages not acked by the caller go back to the queue when the channel
+    closes at the end of the ``with`` block that owns the connection.
+    """
+    channel = conn.channel()
+    bound = dead_letter_queue(queue)(channel)
+    bound.declare()
+    _, total, _ = channel.queue_declare(dead_letter_queue_name(queue), passive=True)
+    try:
+        for _ in range(total):
+            message = bound.get(no_ack=False, accept=["json"])
+            if message is None:
+                break
+            yield message
+    finally:
+        channel.close()
+
+
+def _replay_one(app: Any, conn: Connection, queue: str, job_id: str, message: Message) -> None:
+    store = app.jobstore
+    store.reset_for_replay(job_id, queue)
+    headers = {k: v for k, v in (message.headers or {}).items() if k not in _DEATH_HEADERS}
+    headers["retries"] = 0
+    try:
+        producer = Producer(conn.default_channel, exchange=JOB_EXCHANGE)
+        producer.publish(
+            message.body,
+            routing_key=queue,
+            headers=headers,
+            delivery_mode=2,
+            content_type=message.content_type,
+            content_encoding=message.content_encoding,
+            correlation_id=message.properties.get("correlation_id", job_id),
+            reply_to=message.properties.get("reply_to"),
+            retry=True,
+            retry_policy={"max_retries": 2},
+            declare=[],
+        )
+    except Exception:
+        # Not confirmed: put the job back among the dead, message unacked.
+        record = store.get(job_id) or {}
+        store.dead_lettered(
+            job_id,
+            record.get("type", ""),
+            queue,
+            "replay_failed",
+            {
+                "type": "replay_failed",
+                "exception": None,
+                "message": "the replay was not confirmed by the broker",
+            },
+        )
+        raise
+    message.ack()
+    logger.info("replayed job %s to %s", job_id, queue)

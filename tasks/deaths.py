@@ -1,0 +1,91 @@
+"""Turning dead-lettered messages into failed jobs with a reason.
+
+RabbitMQ dead-letters a message when a worker rejects it (the job failed)
+or when its delivery limit is reached (it kept killing workers). In the
+second case no worker ever said "failed", so every worker consumes the copy
+that lands in ``taskplane.deaths`` and records the death on the job, then
+indexes it under its queue's dead letters.
+"""
+
+import logging
+from typing import Any
+
+from celery import bootsteps
+from kombu import Consumer, Message
+from redis.exceptions import RedisError
+
+from tasks.queues import deaths_queue
+
+logger = logging.getLogger("taskplane.deaths")
+
+
+def death_reason(headers: dict[str, Any]) -> tuple[str, str, int]:
+    """(reason, original queue, times) from the newest ``x-death`` entry."""
+    deaths = headers.get("x-death") or []
+    latest = deaths[0] if deaths else {}
+    reason = _text(latest.get("reason")) or "unknown"
+    queue = _text(latest.get("queue")) or ""
+    return reason, queue, int(latest.get("count") or 1)
+
+
+def death_error(reason: str, record_error: dict | None, delivery_count: int | None) -> dict:
+    """The error a client sees for a job that died this way."""
+    if reason == "delivery_limit":
+        return {
+            "type": "delivery_limit",
+            "exception": None,
+            "message": "the job was delivered to workers too many times without finishing "
+            "(it keeps crashing its worker); see 'worker' for the last one",
+            "deliveries": delivery_count,
+        }
+    if record_error:
+        return record_error
+    return {
+        "type": reason,
+        "exception": None,
+        "message": f"the message was dead-lettered by RabbitMQ ({reason})",
+    }
+
+
+def _text(value: Any) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class DeathWatcher(bootsteps.ConsumerStep):
+    """A kombu consumer in every worker, next to Celery's own task consumer."""
+
+    def __init__(self, c: Any, **kwargs: Any) -> None:
+        super().__init__(c, **kwargs)
+        self.app = c.app
+
+    def get_consumers(self, channel: Any) -> list[Consumer]:
+        return [
+            Consumer(
+                channel,
+                queues=[deaths_queue()],
+                callbacks=[self.on_death],
+                accept=["json"],
+                prefetch_count=10,
+            )
+        ]
+
+    def on_death(self, body: Any, message: Message) -> None:
+        headers = message.headers or {}
+        job_id, job_type = headers.get("id"), headers.get("task")
+        reason, queue, _ = death_reason(headers)
+        if not job_id or not queue:
+            logger.warning("dead letter without a job id or queue; dropping the notice")
+            message.ack()
+            return
+        store = self.app.jobstore
+        try:
+            record = store.get(job_id) or {}
+            error = death_error(reason, record.get("error"), headers.get("x-delivery-count"))
+            store.dead_lettered(job_id, job_type or "", queue, reason, error)
+        except RedisError as exc:
+            # Keep the notice; it comes back when storage does.
+            logger.warning("could not record dead letter %s (%s); will retry", job_id, exc)
+            message.requeue()
+            return
+        logger.error("job %s dead-lettered from %s: %s", job_id, queue, reason)
+        message.ack()
