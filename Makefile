@@ -5,11 +5,12 @@ SHELL := /bin/bash
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help setup services run test test-unit lint lock
+.PHONY: help setup services run test test-unit chaos lint lock
 
 help:
 	@echo "make run    set up everything, then run web + worker + Flower + SMTP sink"
-	@echo "make test   set up everything, then run the test suite"
+	@echo "make test   set up everything, then run the test suite (chaos scenarios at CI size)"
+	@echo "make chaos  the chaos scenarios at full size (2,500 jobs each, 10,000 in all)"
 
 setup:
 	@scripts/bootstrap-venv.sh
@@ -27,6 +28,10 @@ run: services
 
 test: services
 	@pytest
+
+# The chaos scenarios at full size, on a RabbitMQ node and a Redis of their own.
+chaos: services
+	@CHAOS_JOBS=$${CHAOS_JOBS:-2500} pytest -m chaos tests/chaos
 
 # Unit tests only: no services needed.
 test-unit: setup

@@ -48,8 +48,10 @@ broker_heartbeat = 30
 task_acks_late = True
 # ...and a pool child killed mid-job returns its message instead of acking it.
 task_reject_on_worker_lost = True
-# A failed job is rejected, not acked, so the queue's dead-letter exchange keeps it.
-task_acks_on_failure_or_timeout = False
+# A failed or timed-out job is rejected, not acked, so the queue's dead-letter
+# exchange keeps it (Celery 5.7 splits the old task_acks_on_failure_or_timeout).
+task_acks_on_failure = False
+task_acks_on_timeout = False
 # One unacked message per process: long jobs never hide short ones behind them.
 worker_prefetch_multiplier = 1
 # Quorum queues do not support global QoS; Celery switches it off for them.

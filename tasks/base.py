@@ -7,6 +7,7 @@ message and RabbitMQ dead-letters it.
 """
 
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -33,6 +34,8 @@ logger = logging.getLogger("taskplane.job")
 
 # Marks messages published by our web, which always records the job first.
 RECORDED_HEADER = "taskplane_recorded"
+# Marks a message that continues a run this job already started (see _START).
+TAKEOVER_HEADER = "taskplane_takeover"
 
 
 @dataclass(frozen=True)
@@ -43,22 +46,37 @@ class JobContext:
     attempt: int
     settings: Any  # the Celery app's configuration (taskplane_* keys)
     store: "JobStore | None" = None
+    # How long a claimed effect may stay "in progress" before another run may
+    # assume its performer died: the job's hard time limit.
+    lease_s: float = 60
 
     def once(self, effect: str, perform: Callable[[], T]) -> T:
         """Run ``perform`` unless this job already produced ``effect``; return its outcome.
 
-        A job can run again after it acted (its worker died before the ack, or
-        Redis was down when it tried to record success). The outcome of an
-        effect is recorded the moment it happens, so the rerun returns it
-        instead of acting twice. Failures are not recorded: they may retry.
+        A job can run again after it acted (its worker died before the ack,
+        Redis was down when it recorded success) or, briefly, twice at once (a
+        publish retried after a lost confirm). The effect is claimed before it
+        is performed and its outcome recorded the moment it happens: a rerun
+        returns the recorded outcome, and a run that finds the effect being
+        performed elsewhere retries later instead of acting in parallel.
+        Failures release the claim, so a retry may act.
         """
         if self.store is None:
             return perform()
-        done = self.store.effect(self.job_id, effect)
-        if done is not None:
+        token = uuid.uuid4().hex
+        claim = self.store.claim_effect(self.job_id, effect, token, int(self.lease_s))
+        if claim.done:
             logger.info("job %s already did %s; not doing it again", self.job_id, effect)
-            return done
-        outcome = perform()
+            return claim.outcome
+        if not claim.claimed:
+            raise TransientError(
+                f"{effect} is in progress in another run of this job", retry_after=5
+            )
+        try:
+            outcome = perform()
+        except BaseException:
+            self.store.release_effect(self.job_id, effect, token)
+            raise
         self.store.record_effect(self.job_id, effect, outcome)
         return outcome
 
@@ -82,7 +100,9 @@ class JobTask(Task):
             logger.warning(
                 "job storage unavailable (%s); job %s back in %ss", exc, self.request.id, delay
             )
-            raise self.retry(exc=exc, countdown=delay) from exc
+            raise self.retry(
+                exc=exc, countdown=delay, headers={TAKEOVER_HEADER: True, RECORDED_HEADER: True}
+            ) from exc
 
     def _run(self, payload: Any) -> Any:
         job_id = self.request.id
@@ -92,6 +112,7 @@ class JobTask(Task):
             self.job_type.queue,
             self.request.hostname or "",
             recorded=bool(getattr(self.request, RECORDED_HEADER, False)),
+            takeover=self._takes_over(),
         )
         if not outcome.proceed:
             # Cancelled before it ran, a redelivery of a job that already
@@ -100,7 +121,11 @@ class JobTask(Task):
             logger.info("job %s is %s; not running it", job_id, outcome.state)
             raise Ignore()
         context = JobContext(
-            job_id=job_id, attempt=outcome.attempt, settings=self.app.conf, store=self.app.jobstore
+            job_id=job_id,
+            attempt=outcome.attempt,
+            settings=self.app.conf,
+            store=self.app.jobstore,
+            lease_s=self.job_type.time_limit_s,
         )
         try:
             model = self.job_type.payload_model.model_validate(payload)
@@ -111,6 +136,11 @@ class JobTask(Task):
             raise self._retry_or_fail(exc, context) from exc
         self.app.jobstore.succeeded(job_id, result if self.job_type.needs_result else None)
         return result
+
+    def _takes_over(self) -> bool:
+        """A redelivered message (its holder died) or our own continuation may resume a run."""
+        delivery = self.request.delivery_info or {}
+        return bool(delivery.get("redelivered") or getattr(self.request, TAKEOVER_HEADER, False))
 
     def _retry_or_fail(self, exc: Exception, context: JobContext) -> BaseException:
         """Record the outcome and return what to raise: a Retry or the error itself."""

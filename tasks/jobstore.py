@@ -26,14 +26,22 @@ EFFECT_PREFIX = "taskplane:effect:"
 FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 WAITING_STATES = frozenset({"queued", "scheduled", "retrying"})
 
-# ARGV: now, worker, type, id, queue, recorded. Returns {outcome, attempts}.
+# ARGV: now, worker, type, id, queue, recorded, takeover. Returns {outcome, attempts}.
 # A message our web published always has a record; if it is gone, the web
 # answered 503 and removed it (the job does not exist): do not run it. A
 # message from another producer has no record yet: create one.
+# A job already "started" is running under another message, unless this
+# delivery takes it over (a redelivery after its holder died, or our own
+# continuation): a second copy of the message (a publish retried after a lost
+# confirm) must not run it twice at once. The running copy's message is
+# still unacked, so dropping the duplicate loses nothing.
 _START = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'succeeded' or state == 'failed' or state == 'cancelled' then
   return {state, tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')}
+end
+if state == 'started' and ARGV[7] ~= '1' then
+  return {'duplicate', tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')}
 end
 if not state then
   if ARGV[6] == '1' then return {'abandoned', 0} end
@@ -119,6 +127,20 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return nil
 """
 
+# KEYS: effect key. ARGV: token, lease. Returns nil when claimed, else what is held:
+# "done:<json outcome>" or "pending:<token of the run performing it now>".
+_CLAIM_EFFECT = """
+local held = redis.call('GET', KEYS[1])
+if held then return held end
+redis.call('SET', KEYS[1], 'pending:' .. ARGV[1], 'EX', ARGV[2])
+return nil
+"""
+
+_RELEASE_EFFECT = """
+if redis.call('GET', KEYS[1]) == 'pending:' .. ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
 _JSON_FIELDS = ("result", "error", "history")
 _INT_FIELDS = ("attempts",)
 
@@ -130,6 +152,13 @@ def rfc3339(moment: datetime) -> str:
 
 def utcnow() -> str:
     return rfc3339(datetime.now(UTC))
+
+
+@dataclass(frozen=True)
+class EffectClaim:
+    claimed: bool
+    outcome: Any = None
+    done: bool = False
 
 
 @dataclass(frozen=True)
@@ -151,6 +180,8 @@ class JobStore:
         self._dead = client.register_script(_DEAD)
         self._replay = client.register_script(_REPLAY)
         self._claim = client.register_script(_CLAIM)
+        self._claim_effect = client.register_script(_CLAIM_EFFECT)
+        self._release_effect = client.register_script(_RELEASE_EFFECT)
 
     @staticmethod
     def key(job_id: str) -> str:
@@ -202,11 +233,17 @@ class JobStore:
     # -- worker side ------------------------------------------------------------
 
     def start(
-        self, job_id: str, job_type: str, queue: str, worker: str, recorded: bool = False
+        self,
+        job_id: str,
+        job_type: str,
+        queue: str,
+        worker: str,
+        recorded: bool = False,
+        takeover: bool = False,
     ) -> StartOutcome:
+        flags = ["1" if recorded else "0", "1" if takeover else "0"]
         state, attempts = self._start(
-            keys=[self.key(job_id)],
-            args=[utcnow(), worker or "", job_type, job_id, queue, "1" if recorded else "0"],
+            keys=[self.key(job_id)], args=[utcnow(), worker or "", job_type, job_id, queue, *flags]
         )
         state = _text(state)
         return StartOutcome(proceed=state == "started", state=state, attempt=int(attempts))
@@ -223,15 +260,28 @@ class JobStore:
         fields = {"state": "failed", "error": error, "finished_at": utcnow()}
         return self._settle_with(job_id, fields, ttl=self.finished_ttl_s)
 
-    def effect(self, job_id: str, name: str) -> Any:
-        """The recorded outcome of an effect this job already produced, or None."""
-        raw = self.redis.get(f"{EFFECT_PREFIX}{job_id}:{name}")
-        return None if raw is None else json.loads(raw)
+    def claim_effect(self, job_id: str, name: str, token: str, lease_s: int) -> EffectClaim:
+        """Claim the right to perform an effect, or learn who has it or what it gave."""
+        held = self._claim_effect(
+            keys=[f"{EFFECT_PREFIX}{job_id}:{name}"], args=[token, max(1, lease_s)]
+        )
+        if held is None:
+            return EffectClaim(claimed=True)
+        held = _text(held)
+        if held.startswith("done:"):
+            return EffectClaim(claimed=False, outcome=json.loads(held[5:]), done=True)
+        return EffectClaim(claimed=False)
 
     def record_effect(self, job_id: str, name: str, outcome: Any) -> None:
         self.redis.set(
-            f"{EFFECT_PREFIX}{job_id}:{name}", json.dumps(outcome), ex=self.finished_ttl_s
+            f"{EFFECT_PREFIX}{job_id}:{name}",
+            "done:" + json.dumps(outcome),
+            ex=self.finished_ttl_s,
         )
+
+    def release_effect(self, job_id: str, name: str, token: str) -> None:
+        """Give the claim back after the effect failed, so a retry may try again."""
+        self._release_effect(keys=[f"{EFFECT_PREFIX}{job_id}:{name}"], args=[token])
 
     # -- dead letters -----------------------------------------------------------
 

@@ -1,0 +1,114 @@
+"""What clients see while the broker or Redis is down, on the chaos platform's own nodes."""
+
+import time
+import uuid
+
+import httpx
+import pytest
+
+from tasks.base import RECORDED_HEADER
+from tasks.factory import create_celery_app
+from tests.integration.helpers import assert_error
+from tests.services import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def job_keys(chaos) -> int:
+    return sum(1 for _ in chaos.store.scan_iter("taskplane:job:*", count=1000))
+
+
+def submit_until_accepted(api, timeout=60):
+    def attempt():
+        response = api.post("/jobs", json={"type": "diagnostics.echo", "payload": {}})
+        return response.json()["id"] if response.status_code == 202 else None
+
+    return wait_until(attempt, timeout, 0.5, what="a submission to be accepted again")
+
+
+def test_broker_down_is_503_with_retry_after_and_no_job_record(chaos):
+    with httpx.Client(base_url=chaos.web_url, timeout=30) as api:
+        before = job_keys(chaos)
+        chaos.rabbit.stop_app()
+        try:
+            for _ in range(3):
+                started = time.monotonic()
+                response = api.post("/jobs", json={"type": "diagnostics.echo", "payload": {}})
+                assert time.monotonic() - started < 8, "a submit must not hang on a dead broker"
+                assert_error(response, 503, "unavailable")
+                assert int(response.headers["Retry-After"]) > 0
+            assert job_keys(chaos) == before
+            assert api.get("/health/live").status_code == 200
+            assert api.get("/job-types").status_code == 200
+        finally:
+            chaos.rabbit.start_app()
+        job_id = submit_until_accepted(api)
+        wait_until(
+            lambda: api.get(f"/jobs/{job_id}").json()["state"] == "succeeded",
+            60,
+            0.2,
+            what="a job accepted after the broker came back to run",
+        )
+
+
+def test_redis_down_is_503_for_what_needs_it_and_the_rest_still_answers(chaos):
+    with httpx.Client(base_url=chaos.web_url, timeout=30) as api:
+        known = submit_until_accepted(api)
+        chaos.redis_node.stop()
+        try:
+            assert_error(
+                api.post("/jobs", json={"type": "diagnostics.echo", "payload": {}}),
+                503,
+                "unavailable",
+            )
+            response = api.get(f"/jobs/{known}")
+            assert_error(response, 503, "unavailable")
+            assert "Retry-After" in response.headers
+            assert api.get("/health/live").status_code == 200
+            assert api.get("/openapi.json").status_code == 200
+        finally:
+            chaos.redis_node.start()
+        wait_until(
+            lambda: api.get(f"/jobs/{known}").json()["state"] == "succeeded",
+            60,
+            0.2,
+            what="the job accepted before the outage to finish",
+        )
+
+
+def test_a_message_the_web_gave_up_on_is_not_run(chaos):
+    """The web removed the record and answered 503; the broker still took the message."""
+    producer = create_celery_app(
+        "testing",
+        overrides={"broker_url": chaos.rabbit.url, "result_backend": chaos.redis_node.url},
+    )
+    ghost = str(uuid.uuid4())
+    producer.send_task(
+        "diagnostics.sleep",
+        args=({"seconds": 0, "effect": True},),
+        task_id=ghost,
+        queue="diagnostics",
+        headers={RECORDED_HEADER: True},
+    )
+    with httpx.Client(base_url=chaos.web_url, timeout=30) as api:
+        control = submit_until_accepted(api)
+        wait_until(
+            lambda: api.get(f"/jobs/{control}").json()["state"] == "succeeded",
+            30,
+            0.2,
+            what="a job published after the ghost to run",
+        )
+        wait_until(
+            lambda: _queue_idle(chaos, "diagnostics"),
+            30,
+            0.5,
+            what="the diagnostics queue to drain",
+        )
+        assert_error(api.get(f"/jobs/{ghost}"), 404, "job_not_found")
+    assert chaos.store.hget("taskplane:diagnostics:effects", ghost) is None
+
+
+def _queue_idle(chaos, queue):
+    out = chaos.rabbit.ctl("list_queues", "name", "messages", "--quiet", "--no-table-headers")
+    counts = dict(line.split() for line in out.splitlines() if line.strip())
+    return counts.get(queue) == "0"
