@@ -1,5 +1,7 @@
 """What clients see while the broker or Redis is down, on the chaos platform's own nodes."""
 
+import signal
+import socket
 import time
 import uuid
 
@@ -112,3 +114,46 @@ def _queue_idle(chaos, queue):
     out = chaos.rabbit.ctl("list_queues", "name", "messages", "--quiet", "--no-table-headers")
     counts = dict(line.split() for line in out.splitlines() if line.strip())
     return counts.get(queue) == "0"
+
+
+def test_a_scheduled_job_survives_a_broker_restart_while_it_waits(chaos):
+    with httpx.Client(base_url=chaos.web_url, timeout=30) as api:
+        job = api.post(
+            "/jobs",
+            json={
+                "type": "diagnostics.sleep",
+                "delay_s": 10,
+                "payload": {"seconds": 0, "effect": True},
+            },
+        ).json()
+        assert job["state"] == "scheduled"
+        chaos.rabbit.restart()
+        assert api.get(f"/jobs/{job['id']}").json()["state"] == "scheduled"
+        wait_until(
+            lambda: api.get(f"/jobs/{job['id']}").json()["state"] == "succeeded",
+            60,
+            0.5,
+            what="the scheduled job to run after the restart",
+        )
+    assert chaos.store.hget("taskplane:diagnostics:effects", job["id"]) == b"1"
+
+
+def test_sigterm_to_gunicorn_finishes_the_request_in_flight(chaos):
+    """A client halfway through sending its request still gets its answer."""
+    web, base = chaos.platform.start_web()
+    port = int(base.rsplit(":", 1)[1])
+    body = b'{"type": "diagnostics.echo", "payload": {"data": "in flight"}}'
+    head = (
+        f"POST /jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(head + body[:10])
+        time.sleep(0.5)
+        web.popen.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        conn.sendall(body[10:])
+        reply = conn.makefile("rb").read()
+    assert reply.startswith(b"HTTP/1.1 202"), reply[:200]
+    web.popen.wait(40)
+    assert web.popen.returncode == 0
