@@ -103,3 +103,21 @@ taskplane_smtp_port = int(os.environ.get("SMTP_PORT", "8025"))
 taskplane_mail_from = os.environ.get("TASKPLANE_MAIL_FROM", "taskplane@example.com")
 # How long an Idempotency-Key keeps returning the job it first created.
 taskplane_idempotency_ttl_s = 24 * 3600
+# Log lines as JSON (production always; elsewhere with TASKPLANE_LOG_JSON=1).
+taskplane_log_json = os.environ.get("TASKPLANE_LOG_JSON", "") == "1"
+# RabbitMQ's management API: queue depths and consumer counts for /queues and
+# /metrics. Defaults to the broker's host, credentials and vhost on port 15672.
+taskplane_management_url = os.environ.get("RABBITMQ_MANAGEMENT_URL", "")
+# /health/ready caches each component check this long, so a probe storm does
+# not hammer the broker; each check gets at most the timeout.
+taskplane_health_cache_s = float(os.environ.get("TASKPLANE_HEALTH_CACHE_S", "2"))
+taskplane_health_timeout_s = 0.8
+# Per-queue consumer switches for this environment: whether workers consume
+# the queue ("enabled") and its retry budget ("max_attempts", overriding the
+# job types' own). Paused/resumed at run time through POST /queues/<q>/pause.
+taskplane_queues = {
+    "webhooks": {"enabled": True, "max_attempts": None},
+    "email": {"enabled": True, "max_attempts": None},
+    "logs": {"enabled": True, "max_attempts": None},
+    "diagnostics": {"enabled": True, "max_attempts": None},
+}

@@ -12,7 +12,10 @@ broker_api = os.environ.get("FLOWER_BROKER_API", "http://guest:guest@127.0.0.1:1
 # "user:password[,user2:password2]"; required in production.
 if os.environ.get("FLOWER_BASIC_AUTH"):
     basic_auth = os.environ["FLOWER_BASIC_AUTH"].split(",")
-elif os.environ.get("TASKPLANE_ENV", "development") != "production":
+elif os.environ.get("TASKPLANE_ENV", "development") == "production":
+    # Flower can revoke tasks and shut down workers: never open in production.
+    raise SystemExit("production refuses to start Flower without FLOWER_BASIC_AUTH=user:password")
+else:
     # Development on loopback without credentials: let the REST API answer too.
     unauthenticated_api = True
 # Keep the most recent tasks in memory for the Tasks view; no local state files.

@@ -19,9 +19,25 @@ limit_request_fields = 100
 limit_request_field_size = 8190
 # Each worker opens its own broker and Redis connections after the fork.
 preload_app = False
-accesslog = "-"
+# The app logs each request itself, with its request and trace ids.
+accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("WEB_LOG_LEVEL", "info")
 # gunicorn 24+ opens a control socket in $HOME by default; several gunicorns on
 # one host (tests, blue/green) would fight over it, and we do not use it.
 control_socket_disable = True
+
+
+# Prometheus multiprocess mode: each worker writes its samples to files in
+# this (per-host, per-start) directory and /metrics merges them.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    import tempfile
+
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="taskplane-metrics-")
+
+
+def child_exit(server, worker):  # noqa: ANN001, ANN201 - gunicorn hook signature
+    """A dead worker's live gauges must not linger in the merged metrics."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

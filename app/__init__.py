@@ -16,8 +16,11 @@ from tasks.factory import TaskplaneCelery, create_celery_app
 
 
 def create_app(
-    config: Mapping[str, Any] | None = None, celery: TaskplaneCelery | None = None
+    config: Mapping[str, Any] | None = None,
+    celery: TaskplaneCelery | None = None,
+    configure_logs: bool = False,
 ) -> Flask:
+    """Build the web app; ``configure_logs`` is for the process entry point (wsgi.py)."""
     app = Flask(__name__)
     environment = (config or {}).get("TASKPLANE_ENV") or current_environment()
     app.config.update(flask_settings(environment))
@@ -28,9 +31,21 @@ def create_app(
         environment, overrides=app.config.get("CELERY_OVERRIDES"), patient_storage=False
     )
     errors.init_app(app)
-    from app import cli, deadletters, health, jobs, openapi  # these import the app package
+    from app import (  # these import the app package
+        cli,
+        deadletters,
+        health,
+        jobs,
+        metrics,
+        observability,
+        openapi,
+        queues,
+    )
 
+    observability.init_app(app, configure_logs=configure_logs)
+    metrics.init_app(app)
+    health.init_app(app)
     cli.init_app(app)
-    for blueprint in (jobs.bp, deadletters.bp, health.bp, openapi.bp):
+    for blueprint in (jobs.bp, deadletters.bp, queues.bp, openapi.bp):
         app.register_blueprint(blueprint)
     return app

@@ -13,8 +13,9 @@ from redis.exceptions import RedisError
 
 from app.errors import ApiError
 from app.jsonbody import read_json_object
+from app.metrics import job_submitted, publish_failed
 from app.models import MAX_DELAY_S, Job, JobSubmission, validation_details
-from app.submit import Submission, delay_until, submit_job, unavailable
+from app.submit import BrokerUnavailable, Submission, delay_until, submit_job, unavailable
 from tasks.factory import TaskplaneCelery
 from tasks.jobstore import FINAL_STATES
 
@@ -87,12 +88,17 @@ def create_job() -> tuple[Response, int, dict[str, str]]:
     body = read_json_object(request)
     submission = resolve_submission(body)
     key = request.headers.get("Idempotency-Key")
-    if key is None:
-        record = submit_job(celery_app(), submission)
-    else:
-        record, created = submit_idempotently(key, body, submission)
-        if not created:
-            return jsonify(job_view(record)), 200, {"Location": _location(record)}
+    try:
+        if key is None:
+            record, created = submit_job(celery_app(), submission), True
+        else:
+            record, created = submit_idempotently(key, body, submission)
+    except BrokerUnavailable:
+        publish_failed(submission.job_type.name)
+        raise
+    if not created:
+        return jsonify(job_view(record)), 200, {"Location": _location(record)}
+    job_submitted(submission.job_type.name)
     return jsonify(job_view(record)), 202, {"Location": _location(record)}
 
 

@@ -46,6 +46,14 @@ def unavailable(what: str) -> ApiError:
     )
 
 
+class BrokerUnavailable(ApiError):
+    """The broker did not confirm a publish: counted as a publish failure."""
+
+    def __init__(self) -> None:
+        error = unavailable("the message broker")
+        super().__init__(error.status, error.code, error.message, headers=error.headers)
+
+
 def submit_job(celery: TaskplaneCelery, submission: Submission, job_id: str | None = None) -> dict:
     job_id = job_id or str(uuid.uuid4())
     job_type = submission.job_type
@@ -78,7 +86,7 @@ def submit_job(celery: TaskplaneCelery, submission: Submission, job_id: str | No
     except PUBLISH_ERRORS as exc:
         logger.warning("broker did not confirm job %s: %s", job_id, exc)
         forget(celery, job_id)
-        raise unavailable("the message broker") from exc
+        raise BrokerUnavailable() from exc
     return record
 
 

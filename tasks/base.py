@@ -120,6 +120,7 @@ class JobTask(Task):
             # acknowledge and do nothing.
             logger.info("job %s is %s; not running it", job_id, outcome.state)
             raise Ignore()
+        self.request.taskplane_attempt = outcome.attempt  # for log lines
         context = JobContext(
             job_id=job_id,
             attempt=outcome.attempt,
@@ -146,7 +147,9 @@ class JobTask(Task):
         """Record the outcome and return what to raise: a Retry or the error itself."""
         error = describe_error(exc, context.attempt)
         policy = self.job_type.retry
-        if is_transient(exc) and context.attempt < policy.max_attempts:
+        budget = (self.app.conf.taskplane_queues or {}).get(self.job_type.queue, {})
+        max_attempts = budget.get("max_attempts") or policy.max_attempts
+        if is_transient(exc) and context.attempt < max_attempts:
             delay = whole_seconds(
                 policy.delay_after(
                     context.attempt,

@@ -11,11 +11,13 @@ from celery import Celery, bootsteps, signals
 
 from config import config_module
 from tasks.base import JobTask
+from tasks.consumers import apply_at_worker_start
 from tasks.deaths import DeathWatcher
 from tasks.jobstore import JobStore, redis_client
 from tasks.logging_setup import configure_logging
 from tasks.queues import dead_letter_queues, deaths_queue, job_queues, queue_names
 from tasks.registry import JobType, enabled_job_types
+from tasks.telemetry import instrument_worker_process
 
 
 class TaskplaneCelery(Celery):
@@ -69,9 +71,19 @@ def create_celery_app(
     # Workers import every handler at start, so a broken job module fails the
     # worker at once rather than at its first job. The web never imports them.
     app.conf.imports = sorted({jt.handler_module for jt in app.job_types.values()})
+    signals.celeryd_after_setup.connect(
+        apply_at_worker_start, weak=False, dispatch_uid="taskplane-consumer-switches"
+    )
     app.steps["consumer"].add(DeclareDeadLetterQueues)
     app.steps["consumer"].add(DeathWatcher)
-    signals.setup_logging.connect(_setup_logging, weak=False)
+    json_lines = bool(app.conf.taskplane_log_json)
+
+    def setup_logging(loglevel: Any = None, **_: Any) -> None:
+        configure_logging(loglevel, json_lines=json_lines)
+
+    signals.setup_logging.connect(setup_logging, weak=False, dispatch_uid="taskplane-logging")
+    signals.worker_init.connect(_instrument, weak=False, dispatch_uid="taskplane-otel-main")
+    signals.worker_process_init.connect(_instrument, weak=False, dispatch_uid="taskplane-otel")
     return app
 
 
@@ -103,5 +115,5 @@ def _register_job_task(app: TaskplaneCelery, job_type: JobType) -> None:
     app.register_task(task_class())
 
 
-def _setup_logging(loglevel: Any = None, **_: Any) -> None:
-    configure_logging(loglevel)
+def _instrument(**_: Any) -> None:
+    instrument_worker_process()

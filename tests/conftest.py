@@ -64,6 +64,8 @@ def platform(
         "SMTP_HOST": "127.0.0.1",
         "SMTP_PORT": str(smtp_sink.port),
         "PYTHONUNBUFFERED": "1",
+        # JSON log lines, as in production, so tests can follow a trace id.
+        "TASKPLANE_LOG_JSON": "1",
     }
     platform = Platform(env=env, log_dir=tmp_path_factory.mktemp("process-logs"))
     yield platform
@@ -76,9 +78,13 @@ def worker(platform: Platform):  # noqa: ANN201 - tests.services.Process
 
 
 @pytest.fixture(scope="session")
-def web_url(platform: Platform) -> str:
-    _, base = platform.start_web()
-    return base
+def web(platform: Platform):  # noqa: ANN201 - (tests.services.Process, base URL)
+    return platform.start_web()
+
+
+@pytest.fixture(scope="session")
+def web_url(web) -> str:  # noqa: ANN001
+    return web[1]
 
 
 @pytest.fixture()

@@ -1,0 +1,58 @@
+"""Request ids, trace context and request logging for the web.
+
+OpenTelemetry's Flask instrumentation reads W3C ``traceparent`` (or starts a
+new trace) for every request; its Celery instrumentation writes the context
+into each job's message headers, so workers log the same ``trace_id``. Each
+response echoes ``X-Request-ID`` (the client's, if it sent a sane one).
+"""
+
+import logging
+import re
+import time
+import uuid
+
+from flask import Flask, Response, g, has_request_context, request
+from opentelemetry.instrumentation.celery import CeleryInstrumentor
+from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+from tasks.logging_setup import configure_logging
+from tasks.telemetry import configure_tracing
+
+logger = logging.getLogger("taskplane.http")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = g.get("request_id") if has_request_context() else None
+        return True
+
+
+def init_app(app: Flask, *, configure_logs: bool = False) -> None:
+    configure_tracing("taskplane-web")
+    FlaskInstrumentor().instrument_app(app, excluded_urls="health/live,metrics")
+    celery_instrumentor = CeleryInstrumentor()
+    if not celery_instrumentor.is_instrumented_by_opentelemetry:
+        celery_instrumentor.instrument()
+    if configure_logs:
+        configure_logging(json_lines=bool(app.extensions["celery"].conf.taskplane_log_json))
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(RequestIdFilter())
+    app.before_request(_assign_request_id)
+    app.after_request(_finish)
+
+
+def _assign_request_id() -> None:
+    incoming = request.headers.get("X-Request-ID", "")
+    g.request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    g.request_started = time.perf_counter()
+
+
+def _finish(response: Response) -> Response:
+    request_id = g.get("request_id")
+    if request_id:
+        response.headers["X-Request-ID"] = request_id
+    started = g.get("request_started")
+    elapsed_ms = (time.perf_counter() - started) * 1000 if started else 0.0
+    logger.info("%s %s %s %.1fms", request.method, request.path, response.status_code, elapsed_ms)
+    return response

@@ -1,0 +1,91 @@
+"""What the queues look like now: depth, consumers, pause state, dead letters.
+
+Ready messages and consumers come from a passive queue declare, which is
+current; unacknowledged counts and the queue type only from RabbitMQ's
+management API, which lags a few seconds and may be unreachable (then those
+fields are null and the rest still answers).
+"""
+
+import logging
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+import httpx
+from amqp.exceptions import ChannelError
+
+from tasks.consumers import enabled_queues, paused_queues
+from tasks.queues import dead_letter_queue_name
+
+logger = logging.getLogger("taskplane.web")
+
+
+def management_base(app: Any) -> tuple[str, tuple[str, str], str]:
+    """(API base URL, credentials, vhost) from settings or the broker URL."""
+    broker = urlsplit(app.conf.broker_url)
+    vhost = unquote(broker.path[1:]) if len(broker.path) > 1 else "/"
+    auth = (unquote(broker.username or "guest"), unquote(broker.password or "guest"))
+    configured = app.conf.taskplane_management_url
+    if configured:
+        parts = urlsplit(configured)
+        if parts.username:
+            auth = (unquote(parts.username), unquote(parts.password or ""))
+        base = f"{parts.scheme}://{parts.hostname}:{parts.port or 15672}{parts.path.rstrip('/')}"
+        return (base if base.endswith("/api") else base + "/api"), auth, vhost
+    return f"http://{broker.hostname}:15672/api", auth, vhost
+
+
+def management_stats(app: Any, timeout: float = 1.0) -> dict[str, dict[str, Any]]:
+    base, auth, vhost = management_base(app)
+    try:
+        response = httpx.get(
+            f"{base}/queues/{quote(vhost, safe='')}",
+            auth=auth,
+            timeout=timeout,
+            params={"columns": "name,messages_unacknowledged,type"},
+        )
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        logger.warning("RabbitMQ management API unavailable: %s", exc)
+        return {}
+    return {q["name"]: q for q in response.json()}
+
+
+def declared_counts(app: Any, names: list[str]) -> dict[str, tuple[int, int] | None]:
+    """(ready messages, consumers) per queue, None for a queue that does not exist yet."""
+    counts: dict[str, tuple[int, int] | None] = {}
+    with app.connection_for_read() as conn:
+        channel = conn.channel()
+        for name in names:
+            try:
+                _, ready, consumers = channel.queue_declare(name, passive=True)
+                counts[name] = (ready, consumers)
+            except ChannelError:  # 404: the broker closed the channel
+                counts[name] = None
+                channel = conn.channel()
+        channel.close()
+    return counts
+
+
+def queue_overview(app: Any) -> list[dict[str, Any]]:
+    names = [q.name for q in app.conf.task_queues]
+    counts = declared_counts(app, names + [dead_letter_queue_name(n) for n in names])
+    stats = management_stats(app)
+    paused = paused_queues(app)
+    enabled = set(enabled_queues(app))
+    overview = []
+    for name in names:
+        ready, consumers = counts.get(name) or (None, None)
+        dead = counts.get(dead_letter_queue_name(name))
+        overview.append(
+            {
+                "name": name,
+                "type": stats.get(name, {}).get("type"),
+                "enabled": name in enabled,
+                "paused": name in paused,
+                "ready": ready,
+                "unacked": stats.get(name, {}).get("messages_unacknowledged"),
+                "consumers": consumers,
+                "dead": dead[0] if dead else 0,
+            }
+        )
+    return overview

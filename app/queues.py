@@ -1,0 +1,55 @@
+"""Queues over HTTP: what is in them, and pausing or resuming their consumers."""
+
+from flask import Blueprint, Response, current_app, jsonify
+from redis.exceptions import RedisError
+
+from app.errors import ApiError
+from app.queue_stats import queue_overview
+from app.submit import unavailable
+from tasks.consumers import pause, resume
+
+bp = Blueprint("queues", __name__)
+
+
+def _known(queue: str) -> str:
+    known = [q.name for q in current_app.extensions["celery"].conf.task_queues]
+    if queue not in known:
+        raise ApiError(
+            404, "queue_not_found", f"no queue named {queue!r}", details={"known": known}
+        )
+    return queue
+
+
+@bp.get("/queues")
+def list_queues() -> Response:
+    try:
+        queues = queue_overview(current_app.extensions["celery"])
+    except RedisError as exc:
+        raise unavailable("job storage") from exc
+    except Exception as exc:  # the management API is down or refuses us
+        raise unavailable("RabbitMQ's management API") from exc
+    return jsonify({"queues": queues})
+
+
+@bp.post("/queues/<queue>/pause")
+def pause_queue(queue: str) -> Response:
+    celery = current_app.extensions["celery"]
+    try:
+        replies = pause(celery, _known(queue))
+    except RedisError as exc:
+        raise unavailable("job storage") from exc
+    return jsonify({"queue": queue, "paused": True, "workers": _nodes(replies)})
+
+
+@bp.post("/queues/<queue>/resume")
+def resume_queue(queue: str) -> Response:
+    celery = current_app.extensions["celery"]
+    try:
+        replies = resume(celery, _known(queue))
+    except RedisError as exc:
+        raise unavailable("job storage") from exc
+    return jsonify({"queue": queue, "paused": False, "workers": _nodes(replies)})
+
+
+def _nodes(replies: list[dict]) -> list[str]:
+    return sorted(node for reply in replies for node in reply)
