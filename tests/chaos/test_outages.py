@@ -157,3 +157,66 @@ def test_sigterm_to_gunicorn_finishes_the_request_in_flight(chaos):
     assert reply.startswith(b"HTTP/1.1 202"), reply[:200]
     web.popen.wait(40)
     assert web.popen.returncode == 0
+
+
+def _ready(api):
+    started = time.monotonic()
+    response = api.get("/health/ready")
+    elapsed = time.monotonic() - started
+    assert elapsed < 1.0, f"/health/ready took {elapsed:.2f}s"
+    return response.status_code, response.json()
+
+
+def _wait_ready(api, status, timeout=60):
+    return wait_until(
+        lambda: (r := _ready(api))[0] == status and r,
+        timeout,
+        0.3,
+        what=f"/health/ready to answer {status}",
+    )
+
+
+def test_ready_flips_to_503_naming_the_broker_and_back(chaos):
+    with httpx.Client(base_url=chaos.web_url, timeout=10) as api:
+        _wait_ready(api, 200)
+        chaos.rabbit.stop_app()
+        try:
+            _, body = _wait_ready(api, 503, timeout=10)
+            assert body["status"] == "DOWN"
+            assert body["components"]["rabbitmq"]["status"] == "DOWN"
+            assert body["components"]["redis"]["status"] == "UP"
+        finally:
+            chaos.rabbit.start_app()
+        _, body = _wait_ready(api, 200)
+        assert body["components"]["rabbitmq"]["status"] == "UP"
+
+
+def test_ready_flips_to_503_naming_redis_and_back(chaos):
+    with httpx.Client(base_url=chaos.web_url, timeout=10) as api:
+        _wait_ready(api, 200)
+        chaos.redis_node.stop()
+        try:
+            _, body = _wait_ready(api, 503, timeout=10)
+            assert body["components"]["redis"]["status"] == "DOWN"
+            assert body["components"]["rabbitmq"]["status"] == "UP"
+        finally:
+            chaos.redis_node.start()
+        _wait_ready(api, 200)
+
+
+def test_ready_flips_to_503_when_a_queue_has_no_consumer(chaos):
+    producer = create_celery_app(
+        "testing",
+        overrides={"broker_url": chaos.rabbit.url, "result_backend": chaos.redis_node.url},
+    )
+    nodes = [w.node for w in chaos.workers.values()]
+    with httpx.Client(base_url=chaos.web_url, timeout=10) as api:
+        _wait_ready(api, 200)
+        producer.control.cancel_consumer("email", destination=nodes, reply=True, timeout=5)
+        try:
+            _, body = _wait_ready(api, 503, timeout=10)
+            assert body["components"]["workers"]["email"] == {"status": "DOWN", "consumers": 0}
+            assert body["components"]["workers"]["logs"]["status"] == "UP"
+        finally:
+            producer.control.add_consumer("email", destination=nodes, reply=True, timeout=5)
+        _wait_ready(api, 200)
