@@ -113,11 +113,20 @@ taskplane_management_url = os.environ.get("RABBITMQ_MANAGEMENT_URL", "")
 taskplane_health_cache_s = float(os.environ.get("TASKPLANE_HEALTH_CACHE_S", "2"))
 taskplane_health_timeout_s = 0.8
 # Per-queue consumer switches for this environment: whether workers consume
-# the queue ("enabled") and its retry budget ("max_attempts", overriding the
-# job types' own). Paused/resumed at run time through POST /queues/<q>/pause.
+# the queue ("enabled"), the worker group that runs it (its pool and
+# concurrency, below) and its retry budget ("max_attempts", overriding the job
+# types' own). Paused/resumed at run time through POST /queues/<q>/pause.
 taskplane_queues = {
-    "webhooks": {"enabled": True, "max_attempts": None},
-    "email": {"enabled": True, "max_attempts": None},
-    "logs": {"enabled": True, "max_attempts": None},
-    "diagnostics": {"enabled": True, "max_attempts": None},
+    "webhooks": {"enabled": True, "group": "io", "max_attempts": None},
+    "email": {"enabled": True, "group": "io", "max_attempts": None},
+    "logs": {"enabled": True, "group": "cpu", "max_attempts": None},
+    "diagnostics": {"enabled": True, "group": "cpu", "max_attempts": None},
+}
+# Worker groups: a worker started with TASKPLANE_WORKER_GROUP=<name> consumes
+# only its group's queues, with its pool and concurrency. Outbound HTTP and
+# SMTP wait on the network, so many threads; log work uses CPU, so processes.
+# Without TASKPLANE_WORKER_GROUP a worker consumes every enabled queue.
+taskplane_worker_groups = {
+    "io": {"pool": "threads", "concurrency": 16},
+    "cpu": {"pool": "prefork", "concurrency": None},  # None: one per CPU
 }

@@ -7,8 +7,10 @@ message and RabbitMQ dead-letters it.
 """
 
 import logging
+import signal
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -72,13 +74,30 @@ class JobContext:
             raise TransientError(
                 f"{effect} is in progress in another run of this job", retry_after=5
             )
-        try:
-            outcome = perform()
-        except BaseException:
-            self.store.release_effect(self.job_id, effect, token)
-            raise
-        self.store.record_effect(self.job_id, effect, outcome)
+        # Termination and soft-time-limit signals wait until the outcome is
+        # recorded: a run stopped between acting and recording would make the
+        # next run act again. (SIGKILL cannot wait; a claim it leaves behind
+        # expires after the lease, and the job then retries.)
+        with deferred_signals():
+            try:
+                outcome = perform()
+            except Exception:
+                # Raised by the effect itself, so it did not happen: a retry may act.
+                self.store.release_effect(self.job_id, effect, token)
+                raise
+            self.store.record_effect(self.job_id, effect, outcome)
         return outcome
+
+
+@contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Hold SIGTERM, SIGINT, SIGQUIT and SIGUSR1 (Celery's soft time limit) until the block ends."""
+    held = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class JobTask(Task):

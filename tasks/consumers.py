@@ -8,18 +8,48 @@ worker that starts later comes up paused for that queue too.
 """
 
 import logging
+import os
 from typing import Any
 
+from celery.worker.control import control_command
 from redis.exceptions import RedisError
 
 logger = logging.getLogger("taskplane.consumers")
 PAUSED_KEY = "taskplane:paused-queues"
+GROUP_ENV = "TASKPLANE_WORKER_GROUP"
 
 
-def enabled_queues(app: Any) -> list[str]:
-    """Queues this environment's workers consume (all declared queues unless disabled)."""
+def enabled_queues(app: Any, group: str | None = None) -> list[str]:
+    """Queues this environment's workers consume (of one worker group, if given)."""
     settings = app.conf.taskplane_queues or {}
-    return [q.name for q in app.conf.task_queues if settings.get(q.name, {}).get("enabled", True)]
+    return [
+        q.name
+        for q in app.conf.task_queues
+        if settings.get(q.name, {}).get("enabled", True)
+        and (group is None or settings.get(q.name, {}).get("group") == group)
+    ]
+
+
+def worker_group(app: Any) -> str | None:
+    """The group named by TASKPLANE_WORKER_GROUP, checked against the config."""
+    name = os.environ.get(GROUP_ENV) or None
+    if name is not None and name not in (app.conf.taskplane_worker_groups or {}):
+        raise SystemExit(
+            f"{GROUP_ENV}={name!r} is not a worker group in this environment's "
+            f"config: {sorted(app.conf.taskplane_worker_groups or {})}"
+        )
+    return name
+
+
+def apply_worker_group(app: Any) -> None:
+    """Pool and concurrency of this worker's group, unless given on the command line."""
+    group = worker_group(app)
+    if group is None:
+        return
+    settings = app.conf.taskplane_worker_groups[group]
+    app.conf.worker_pool = settings.get("pool") or app.conf.worker_pool
+    if settings.get("concurrency"):
+        app.conf.worker_concurrency = int(settings["concurrency"])
 
 
 def paused_queues(app: Any) -> set[str]:
@@ -34,21 +64,39 @@ def pause(app: Any, queue: str) -> list[dict]:
 
 
 def resume(app: Any, queue: str) -> list[dict]:
+    """Every worker whose group runs ``queue`` consumes it again (others ignore it)."""
     app.jobstore.redis.srem(PAUSED_KEY, queue)
     if queue not in enabled_queues(app):
         return []
-    return app.control.add_consumer(queue, reply=True, timeout=1.0) or []
+    replies = app.control.broadcast(
+        "taskplane_resume", arguments={"queue": queue}, reply=True, timeout=1.0
+    )
+    return [reply for reply in replies or [] if "ok" in next(iter(reply.values()), {})]
+
+
+@control_command(args=[("queue", str)], signature="<queue>")
+def taskplane_resume(state: Any, queue: str, **_: Any) -> dict:
+    """Remote control: like ``add_consumer``, but only where this worker's group runs ``queue``.
+
+    A plain ``add_consumer`` broadcast would make an io-group worker start
+    consuming the cpu group's queue.
+    """
+    app = state.consumer.app
+    if queue not in enabled_queues(app, worker_group(app)):
+        return {"skipped": f"{queue} is not run by this worker's group"}
+    state.consumer.call_soon(state.consumer.add_task_queue, queue)
+    return {"ok": f"add consumer {queue}"}
 
 
 def apply_at_worker_start(sender: Any = None, instance: Any = None, **_: Any) -> None:
-    """``celeryd_after_setup``: drop disabled and paused queues before consuming starts.
+    """``celeryd_after_setup``: drop other groups', disabled and paused queues before consuming.
 
     If Redis cannot be read now, the worker consumes every enabled queue: a
     worker that consumes too much is safer than one that silently consumes
     nothing.
     """
     app = instance.app
-    skip = {q.name for q in app.conf.task_queues} - set(enabled_queues(app))
+    skip = {q.name for q in app.conf.task_queues} - set(enabled_queues(app, worker_group(app)))
     try:
         skip |= paused_queues(app)
     except RedisError as exc:

@@ -11,7 +11,7 @@ from celery import Celery, bootsteps, signals
 
 from config import config_module
 from tasks.base import JobTask
-from tasks.consumers import apply_at_worker_start
+from tasks.consumers import apply_at_worker_start, apply_worker_group
 from tasks.deaths import DeathWatcher
 from tasks.jobstore import JobStore, redis_client
 from tasks.logging_setup import configure_logging
@@ -71,6 +71,7 @@ def create_celery_app(
     # Workers import every handler at start, so a broken job module fails the
     # worker at once rather than at its first job. The web never imports them.
     app.conf.imports = sorted({jt.handler_module for jt in app.job_types.values()})
+    apply_worker_group(app)
     signals.celeryd_after_setup.connect(
         apply_at_worker_start, weak=False, dispatch_uid="taskplane-consumer-switches"
     )

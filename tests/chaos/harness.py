@@ -154,6 +154,9 @@ def account(
         if missing_effect:
             notes.append(f"succeeded without their effect: {missing_effect[:5]}")
         lost += missing_effect
+    duplicated = [i for i in ids if counts.get(i, 0) > 1]
+    if duplicated:
+        notes.append(f"effects more than once: {duplicated[:5]}")
     if submitter.given_up:
         notes.append(f"{submitter.given_up} submissions never accepted")
     return Outcome(

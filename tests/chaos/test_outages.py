@@ -212,11 +212,26 @@ def test_ready_flips_to_503_when_a_queue_has_no_consumer(chaos):
     nodes = [w.node for w in chaos.workers.values()]
     with httpx.Client(base_url=chaos.web_url, timeout=10) as api:
         _wait_ready(api, 200)
-        producer.control.cancel_consumer("email", destination=nodes, reply=True, timeout=5)
+        # Right after a broker restart the first connection can be reset: retry.
+        wait_until(
+            lambda: producer.control.cancel_consumer(
+                "email", destination=nodes, reply=True, timeout=5
+            ),
+            20,
+            1,
+            what="cancel_consumer to reach the workers",
+        )
         try:
             _, body = _wait_ready(api, 503, timeout=10)
             assert body["components"]["workers"]["email"] == {"status": "DOWN", "consumers": 0}
             assert body["components"]["workers"]["logs"]["status"] == "UP"
         finally:
-            producer.control.add_consumer("email", destination=nodes, reply=True, timeout=5)
+            wait_until(
+                lambda: producer.control.add_consumer(
+                    "email", destination=nodes, reply=True, timeout=5
+                ),
+                20,
+                1,
+                what="add_consumer to reach the workers",
+            )
         _wait_ready(api, 200)

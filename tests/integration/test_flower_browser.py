@@ -7,7 +7,6 @@ assertions read the rendered DOM of the same pages.
 import shutil
 import subprocess
 import tempfile
-from pathlib import Path
 
 import httpx
 import pytest
@@ -18,28 +17,46 @@ from tests.services import ROOT, wait_until
 pytestmark = pytest.mark.integration
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = ROOT / "var" / "test-artifacts"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--window-size=1400,900", "--virtual-time-budget=8000"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,900",
+    "--virtual-time-budget=8000",
+]
 
 
 def chromium(url: str, *extra: str) -> str:
     with tempfile.TemporaryDirectory(prefix="taskplane-chromium-") as profile:
-        result = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *extra, url],
-                                capture_output=True, text=True, timeout=90)
+        result = subprocess.run(
+            [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *extra, url],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
 
 
-@pytest.mark.skipif(CHROMIUM is None,
-                    reason="Chromium is not installed: run scripts/ensure-test-tools.sh as root")
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="Chromium is not installed: run scripts/ensure-test-tools.sh as root"
+)
 def test_flower_shows_the_worker_online_and_the_job_in_the_tasks_view(api, platform, worker):
     _, flower = platform.start_flower(basic_auth="ops:s3cret")
     job = submit(api, "diagnostics.echo", {"data": "for the browser"})
     assert follow(api, job["id"])[0]["state"] == "succeeded"
     with httpx.Client(base_url=flower, auth=("ops", "s3cret"), timeout=10) as client:
-        wait_until(lambda: client.get(f"/api/task/info/{job['id']}").status_code == 200, 30,
-                   0.5, what="Flower to record the job")
+        wait_until(
+            lambda: client.get(f"/api/task/info/{job['id']}").status_code == 200,
+            30,
+            0.5,
+            what="Flower to record the job",
+        )
     authed = flower.replace("http://", "http://ops:s3cret@")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
 
