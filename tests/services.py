@@ -179,7 +179,7 @@ class Platform:
         self,
         name: str | None = None,
         queues: Sequence[str] = (),
-        concurrency: int = 2,
+        concurrency: int | None = 2,
         timeout: float = 60,
     ) -> Process:
         node = f"{name or 'test-' + uuid.uuid4().hex[:6]}@%h"
@@ -190,11 +190,11 @@ class Platform:
             "worker",
             "-n",
             node,
-            "-c",
-            str(concurrency),
             "--loglevel=INFO",
             "--without-mingle",
         ]
+        if concurrency is not None:  # None: the worker group's or Celery's default
+            argv += ["-c", str(concurrency)]
         if queues:
             argv += ["-Q", ",".join(queues)]
         process = self._start(node.split("@")[0], argv)

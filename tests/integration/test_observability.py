@@ -174,3 +174,42 @@ def test_pause_holds_a_queue_even_across_a_worker_restart_and_resume_releases_it
 
 def test_pausing_an_unknown_queue_is_404(api):
     assert api.post("/queues/nope/pause").status_code == 404
+
+
+def test_a_worker_group_consumes_only_its_queues_with_its_pool(platform):
+    import subprocess
+
+    from tests.services import ROOT, VENV_BIN
+
+    env = {**platform.env, "TASKPLANE_WORKER_GROUP": "io"}
+    group_platform = type(platform)(env=env, log_dir=platform.log_dir)
+    node = group_platform.start_worker(f"io-{uuid.uuid4().hex[:4]}", concurrency=None)
+    try:
+
+        def inspect(what):
+            result = subprocess.run(
+                [
+                    str(VENV_BIN / "celery"),
+                    "-A",
+                    "tasks",
+                    "inspect",
+                    what,
+                    "-d",
+                    node.node,
+                    "--json",
+                ],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert result.returncode == 0, result.stderr
+            return json.loads(result.stdout)[node.node]
+
+        assert [q["name"] for q in inspect("active_queues")] == ["webhooks", "email"]
+        pool = inspect("stats")["pool"]
+        assert pool["max-concurrency"] == 16
+        assert pool["implementation"] == "celery.concurrency.thread:TaskPool"
+    finally:
+        group_platform.stop_all()
