@@ -27,10 +27,12 @@ run: services
 	@exec honcho start -f Procfile
 
 test: services
+	@scripts/ensure-test-tools.sh
 	@pytest
 
 # The chaos scenarios at full size, on a RabbitMQ node and a Redis of their own.
 chaos: services
+	@scripts/ensure-test-tools.sh
 	@CHAOS_JOBS=$${CHAOS_JOBS:-2500} pytest -m chaos tests/chaos
 
 # Unit tests only: no services needed.

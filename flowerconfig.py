@@ -21,3 +21,8 @@ else:
 # Keep the most recent tasks in memory for the Tasks view; no local state files.
 max_tasks = 10_000
 persistent = False
+# Task runtime histogram buckets (seconds, floats as Flower requires): the
+# defaults stop at 10 s, too short for the p99 alert in deploy/prometheus.
+task_runtime_metric_buckets = [0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0]
+# Forget workers gone for 10 minutes, so a retired worker stops counting as "gone".
+purge_offline_workers = 600

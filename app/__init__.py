@@ -32,6 +32,7 @@ def create_app(
     )
     errors.init_app(app)
     from app import (  # these import the app package
+        batch,
         cli,
         deadletters,
         health,
@@ -46,6 +47,6 @@ def create_app(
     metrics.init_app(app)
     health.init_app(app)
     cli.init_app(app)
-    for blueprint in (jobs.bp, deadletters.bp, queues.bp, openapi.bp):
+    for blueprint in (jobs.bp, batch.bp, deadletters.bp, queues.bp, openapi.bp):
         app.register_blueprint(blueprint)
     return app

@@ -1,0 +1,126 @@
+"""POST /jobs/batch: up to 1,000 jobs in one request, all or nothing.
+
+Every item is validated before anything is recorded; a bad item rejects the
+whole batch, naming each failing index. The records are written in one Redis
+round trip, the messages published with pipelined confirms, and the answer is
+202 only once RabbitMQ confirmed every message; otherwise 503 and no job exists.
+"""
+
+import uuid
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from app.errors import ApiError
+from app.jsonbody import read_json_object
+from app.metrics import job_submitted, publish_failed
+from app.models import JobSubmission, validation_details
+from app.submit import CONFIRM_TIMEOUT_S, PUBLISH_ERRORS, BrokerUnavailable, unavailable
+from tasks.base import RECORDED_HEADER
+from tasks.batch_publish import ConfirmTimeout, build_message, publish_confirmed
+from tasks.jobstore import utcnow
+
+bp = Blueprint("batch", __name__)
+MAX_BATCH = 1000
+
+
+def _validate(items: Any) -> list[tuple[Any, dict]]:
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
+        raise ApiError(
+            422,
+            "validation_failed",
+            f"'jobs' must be a list of 1 to {MAX_BATCH} jobs",
+            details=[{"path": "jobs", "message": "wrong size or type", "type": "size"}],
+        )
+    job_types = current_app.extensions["celery"].job_types
+    valid, errors = [], []
+    for index, item in enumerate(items):
+        prefix = ""
+        try:
+            envelope = JobSubmission.model_validate(item)
+            prefix = "payload"
+            if envelope.delay_s is not None or envelope.run_at is not None:
+                raise ApiError(422, "validation_failed", "batch jobs cannot be scheduled")
+            job_type = job_types.get(envelope.type)
+            if job_type is None:
+                errors.append(
+                    {
+                        "index": index,
+                        "path": "type",
+                        "type": "unknown_job_type",
+                        "message": f"no job type named {envelope.type!r}",
+                    }
+                )
+                continue
+            payload = job_type.payload_model.model_validate(envelope.payload)
+        except ValidationError as exc:
+            errors += [{"index": index, **d} for d in validation_details(exc, prefix)]
+            continue
+        except ApiError as exc:
+            errors.append({"index": index, "path": "", "type": "schedule", "message": exc.message})
+            continue
+        valid.append((job_type, payload.model_dump(mode="json", by_alias=True, exclude_unset=True)))
+    if errors:
+        raise ApiError(
+            422,
+            "validation_failed",
+            f"{len({e['index'] for e in errors})} of {len(items)} jobs are invalid; "
+            "nothing was submitted",
+            details=errors,
+        )
+    return valid
+
+
+@bp.post("/jobs/batch")
+def create_batch() -> tuple[Response, int]:
+    body = read_json_object(request)
+    if set(body) - {"jobs"}:
+        raise ApiError(422, "validation_failed", "the body takes only 'jobs'")
+    jobs = _validate(body.get("jobs"))
+    celery = current_app.extensions["celery"]
+    store = celery.jobstore
+    ids = [str(uuid.uuid4()) for _ in jobs]
+    now = utcnow()
+    records = [
+        {
+            "id": job_id,
+            "type": jt.name,
+            "queue": jt.queue,
+            "state": "queued",
+            "attempts": 0,
+            "created_at": now,
+        }
+        for job_id, (jt, _) in zip(ids, jobs, strict=True)
+    ]
+    try:
+        pipe = store.redis.pipeline(transaction=False)
+        for record in records:
+            pipe.hset(store.key(record["id"]), mapping=record)
+        pipe.execute()
+    except RedisError as exc:
+        raise unavailable("job storage") from exc
+    messages = [
+        (jt.queue, build_message(celery, job_id, jt.name, payload, {RECORDED_HEADER: True}))
+        for job_id, (jt, payload) in zip(ids, jobs, strict=True)
+    ]
+    try:
+        publish_confirmed(celery, messages, CONFIRM_TIMEOUT_S)
+    except (*PUBLISH_ERRORS, ConfirmTimeout) as exc:
+        _forget(store, ids)
+        for jt, _ in jobs:
+            publish_failed(jt.name)
+        raise BrokerUnavailable() from exc
+    for jt, _ in jobs:
+        job_submitted(jt.name)
+    return jsonify(
+        {"jobs": [{**r, "location": url_for("jobs.get_job", job_id=r["id"])} for r in records]}
+    ), 202
+
+
+def _forget(store: Any, ids: list[str]) -> None:
+    try:
+        store.redis.delete(*[store.key(i) for i in ids])
+    except RedisError:
+        pass  # the worker drops messages whose record is gone; these were never confirmed
