@@ -46,6 +46,15 @@ class ContextFilter(logging.Filter):
         return True
 
 
+class HideReturnValues(logging.Filter):
+    """Celery logs every job's return value on success; results may hold user data."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, dict) and "return_value" in record.args:
+            record.args = {**record.args, "return_value": "(not logged)"}
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, for log shippers."""
 
@@ -74,6 +83,7 @@ def configure_logging(loglevel: Any = None, *, json_lines: bool = False) -> None
     formatter.converter = time.gmtime
     handler.setFormatter(formatter)
     handler.addFilter(ContextFilter())
+    handler.addFilter(HideReturnValues())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(loglevel or logging.INFO)
