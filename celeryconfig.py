@@ -130,3 +130,14 @@ taskplane_worker_groups = {
     "io": {"pool": "threads", "concurrency": 16},
     "cpu": {"pool": "prefork", "concurrency": None},  # None: one per CPU
 }
+# Rate limits (Flask-Limiter syntax), per API token across all web processes,
+# and per token and job type on POST /jobs.
+taskplane_rate_limits = {
+    "per_token": os.environ.get("TASKPLANE_RATE_LIMIT_PER_TOKEN", "2000/second"),
+    "per_job_type": {
+        "default": os.environ.get("TASKPLANE_RATE_LIMIT_PER_JOB_TYPE", "1000/second"),
+    },
+}
+# Where webhook.deliver and logs.summarize may connect (anti-SSRF). Outside
+# production, loopback and private networks are allowed so local examples work.
+taskplane_url_policy = {"deny_private": False, "allow": [], "deny": []}

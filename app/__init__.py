@@ -4,6 +4,7 @@
 the only place that builds one at import.
 """
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,6 +13,7 @@ from flask import Flask
 from app import errors
 from app.settings import flask_settings
 from config import current_environment
+from config.checks import refuse_if_any, web_problems
 from tasks.factory import TaskplaneCelery, create_celery_app
 
 
@@ -32,6 +34,7 @@ def create_app(
     )
     errors.init_app(app)
     from app import (  # these import the app package
+        auth,
         batch,
         cli,
         deadletters,
@@ -41,12 +44,17 @@ def create_app(
         observability,
         openapi,
         queues,
+        ratelimit,
     )
 
     observability.init_app(app, configure_logs=configure_logs)
     metrics.init_app(app)
+    auth.init_app(app)
     health.init_app(app)
     cli.init_app(app)
     for blueprint in (jobs.bp, batch.bp, deadletters.bp, queues.bp, openapi.bp):
         app.register_blueprint(blueprint)
+    ratelimit.init_app(app)
+    if environment == "production":
+        refuse_if_any(web_problems(app.config, os.environ, len(app.extensions["api_tokens"])))
     return app

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from app.errors import ApiError
+from app.jobs import check_urls
 from app.jsonbody import read_json_object
 from app.metrics import job_submitted, publish_failed
 from app.models import JobSubmission, validation_details
@@ -55,11 +56,17 @@ def _validate(items: Any) -> list[tuple[Any, dict]]:
                 )
                 continue
             payload = job_type.payload_model.model_validate(envelope.payload)
+            check_urls(job_type, payload)
         except ValidationError as exc:
             errors += [{"index": index, **d} for d in validation_details(exc, prefix)]
             continue
         except ApiError as exc:
-            errors.append({"index": index, "path": "", "type": "schedule", "message": exc.message})
+            details = (
+                exc.details
+                if isinstance(exc.details, list)
+                else [{"path": "", "type": exc.code, "message": exc.message}]
+            )
+            errors += [{"index": index, **d} for d in details]
             continue
         valid.append((job_type, payload.model_dump(mode="json", by_alias=True, exclude_unset=True)))
     if errors:

@@ -6,6 +6,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
+from app.auth import SCOPES, hash_token, new_token
 from tasks.deadletters import list_dead, purge_dead, replay_dead
 
 dead = AppGroup("dead", help="List, replay or purge a queue's dead-lettered jobs.")
@@ -46,5 +47,21 @@ def purge_command(queue: str, ids: tuple[str, ...], yes: bool) -> None:
     click.echo(json.dumps({"purged": purge_dead(_celery(), queue, list(ids) or None)}))
 
 
+token = AppGroup("token", help="API tokens: make one and print its configuration entry.")
+
+
+@token.command("create")
+@click.option("--name", required=True, help="who uses it, e.g. billing-service")
+@click.option("--scope", "scopes", multiple=True, required=True, type=click.Choice(SCOPES))
+def create_token(name: str, scopes: tuple[str, ...]) -> None:
+    """Print a new token (give it to the client) and its entry for TASKPLANE_API_TOKENS."""
+    value = new_token()
+    entry = {"name": name, "sha256": hash_token(value), "scopes": sorted(set(scopes))}
+    click.echo(f"token: {value}")
+    click.echo(f"TASKPLANE_API_TOKENS entry: {json.dumps(entry)}")
+    click.echo("Only the hash goes into configuration; the token is shown once.", err=True)
+
+
 def init_app(app: Flask) -> None:
     app.cli.add_command(dead)
+    app.cli.add_command(token)

@@ -11,6 +11,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from app.auth import token_name
 from app.errors import ApiError
 from app.jsonbody import read_json_object
 from app.metrics import job_submitted, publish_failed
@@ -18,6 +19,8 @@ from app.models import MAX_DELAY_S, Job, JobSubmission, validation_details
 from app.submit import BrokerUnavailable, Submission, delay_until, submit_job, unavailable
 from tasks.factory import TaskplaneCelery
 from tasks.jobstore import FINAL_STATES
+from tasks.netpolicy import UrlNotAllowed, policy_for
+from tasks.registry import JobType
 
 bp = Blueprint("jobs", __name__)
 
@@ -51,6 +54,7 @@ def resolve_submission(body: dict[str, Any]) -> Submission:
             f"the payload does not fit {job_type.name}",
             details=validation_details(exc, prefix="payload"),
         ) from exc
+    check_urls(job_type, payload)
     run_at = delay_until(envelope.delay_s, envelope.run_at)
     if run_at is not None and (run_at - datetime.now(UTC)).total_seconds() > MAX_DELAY_S:
         raise ApiError(
@@ -62,6 +66,26 @@ def resolve_submission(body: dict[str, Any]) -> Submission:
     return Submission(
         job_type, payload.model_dump(mode="json", by_alias=True, exclude_unset=True), run_at
     )
+
+
+def check_urls(job_type: JobType, payload: Any) -> None:
+    """422 for a URL this environment's policy refuses (anti-SSRF)."""
+    policy = policy_for(celery_app().conf)
+    for name in job_type.url_fields:
+        value = getattr(payload, name, None)
+        if value is None:
+            continue
+        try:
+            policy.check_url(str(value))
+        except UrlNotAllowed as exc:
+            raise ApiError(
+                422,
+                "url_not_allowed",
+                f"payload.{name} is not allowed: {exc}",
+                details=[
+                    {"path": f"payload.{name}", "message": str(exc), "type": "url_not_allowed"}
+                ],
+            ) from exc
 
 
 def job_view(record: dict[str, Any]) -> dict[str, Any]:
@@ -121,6 +145,8 @@ def submit_idempotently(
     job_id = str(uuid.uuid4())
     ttl = int(celery_app().conf.taskplane_idempotency_ttl_s)
     try:
+        # Keys are per token: two clients never see each other's jobs this way.
+        key = f"{token_name()}:{key}"
         held = store.claim_idempotency_key(key, fingerprint, job_id, ttl)
         existing = store.get(held[1]) if held else None
     except RedisError as exc:

@@ -49,6 +49,10 @@ def _assign_request_id() -> None:
 
 
 def _finish(response: Response) -> Response:
+    if response.status_code < 400:
+        # Flask-Limiter adds Retry-After to every response; it only means
+        # something on a 429 or 503.
+        response.headers.pop("Retry-After", None)
     request_id = g.get("request_id")
     if request_id:
         response.headers["X-Request-ID"] = request_id

@@ -1,5 +1,7 @@
 """Production: no diagnostics job types, no insecure defaults."""
 
+import os
+
 from celeryconfig import *  # noqa: F403
 
 taskplane_environment = "production"
@@ -7,3 +9,10 @@ taskplane_environment = "production"
 taskplane_job_families = ["webhooks", "email", "logs"]
 # One JSON object per log line, for shippers.
 taskplane_log_json = True
+# Deny private, loopback and link-local targets; allow chosen networks with
+# TASKPLANE_URL_ALLOW="10.1.0.0/16,192.168.5.7".
+taskplane_url_policy = {
+    "deny_private": True,
+    "allow": [n for n in os.environ.get("TASKPLANE_URL_ALLOW", "").split(",") if n.strip()],
+    "deny": [],
+}

@@ -10,6 +10,7 @@ from typing import Any
 from celery import Celery, bootsteps, signals
 
 from config import config_module
+from config.checks import platform_problems, refuse_if_any
 from tasks.base import JobTask
 from tasks.consumers import apply_at_worker_start, apply_worker_group
 from tasks.deaths import DeathWatcher
@@ -65,6 +66,8 @@ def create_celery_app(
     app.config_from_object(config_module(environment))
     if overrides:
         app.conf.update(overrides)
+    if app.conf.taskplane_environment == "production":
+        refuse_if_any(platform_problems(app.conf))
     _declare_routing(app)
     for job_type in app.job_types.values():
         _register_job_task(app, job_type)

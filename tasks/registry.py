@@ -36,6 +36,9 @@ class JobType:
     time_limit_s: float
     description: str
     needs_result: bool = True
+    # Payload fields holding URLs the job connects to: checked against the
+    # environment's URL policy (tasks/netpolicy.py) by web and worker.
+    url_fields: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if "." not in self.name:
@@ -85,6 +88,7 @@ JOB_TYPES: tuple[JobType, ...] = (
         retry=RetryPolicy(max_attempts=8, backoff_base_s=2, backoff_cap_s=600),
         time_limit_s=90,
         description="POST a JSON body to a URL; 5xx, 408, 429 and network errors retry.",
+        url_fields=("url",),
     ),
     JobType(
         name="email.send",
@@ -105,6 +109,7 @@ JOB_TYPES: tuple[JobType, ...] = (
         retry=RetryPolicy(max_attempts=3, backoff_base_s=5, backoff_cap_s=120),
         time_limit_s=600,
         description="Stream a plain-text or JSON-lines log; count levels and top errors.",
+        url_fields=("url",),
     ),
     JobType(
         name="diagnostics.echo",

@@ -9,7 +9,7 @@ from tasks.base import JobContext
 from tasks.errors import PermanentError, TransientError
 from tasks.logs.schema import LogsPayload
 from tasks.logs.summary import LineLimitExceeded, bounded_lines, summarize
-from tasks.webhooks.deliver import classify
+from tasks.webhooks.deliver import classify, ensure_allowed
 
 MAX_LOG_BYTES = 64 * 1024 * 1024
 FETCH_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
@@ -18,6 +18,7 @@ FETCH_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 def summarize_log(payload: LogsPayload, context: JobContext) -> dict[str, Any]:
     if payload.lines is not None:
         return summarize(payload.lines, top_errors=payload.top_errors)
+    ensure_allowed(str(payload.url), context.settings)
     try:
         with httpx.stream("GET", str(payload.url), timeout=FETCH_TIMEOUT) as response:
             classify(response.status_code, response.headers.get("Retry-After"))

@@ -8,6 +8,7 @@ import httpx
 
 from tasks.base import JobContext
 from tasks.errors import PermanentError, TransientError
+from tasks.netpolicy import UrlNotAllowed, policy_for
 from tasks.webhooks.schema import WebhookPayload
 
 # Answers worth another attempt: the server is overloaded, slow or broken now.
@@ -17,6 +18,7 @@ USER_AGENT = "Taskplane-Webhook/1"
 
 def deliver(payload: WebhookPayload, context: JobContext) -> dict[str, Any]:
     """POST once per attempt; a job that already delivered does not deliver again."""
+    ensure_allowed(str(payload.url), context.settings)
     outcome = context.once("delivered", lambda: _post(payload, context.job_id))
     return {**outcome, "attempts": context.attempt}
 
@@ -44,6 +46,14 @@ def _post(payload: WebhookPayload, job_id: str) -> dict[str, Any]:
     elapsed_ms = round((time.monotonic() - started) * 1000, 1)
     classify(response.status_code, response.headers.get("Retry-After"))
     return {"status_code": response.status_code, "elapsed_ms": elapsed_ms}
+
+
+def ensure_allowed(url: str, settings: Any) -> None:
+    """Check the URL policy again where the connection is made (names can be re-pointed)."""
+    try:
+        policy_for(settings).check_url(url)
+    except UrlNotAllowed as exc:
+        raise PermanentError(f"URL not allowed: {exc}") from exc
 
 
 def classify(status: int, retry_after_header: str | None) -> None:

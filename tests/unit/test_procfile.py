@@ -24,6 +24,8 @@ def test_no_pickle_or_eager_mode_anywhere_in_the_code():
     for path in ROOT.rglob("*.py"):
         if any(part in {".venv", "tests"} for part in path.relative_to(ROOT).parts):
             continue
+        if path.relative_to(ROOT).as_posix() == "config/checks.py":
+            continue  # the module that refuses it has to name it
         text = path.read_text()
         if "pickle" in text or "always_eager" in text:
             offenders.append(str(path))

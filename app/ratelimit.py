@@ -1,0 +1,48 @@
+"""Rate limits per token and per job type, shared by every gunicorn worker and host.
+
+Flask-Limiter with its counters in the platform's Redis, so the limit holds
+across processes and machines. Over the limit: 429 with Retry-After, in the
+one error shape. If Redis cannot be reached the limiter lets requests
+through (the submit itself then answers 503).
+"""
+
+from flask import Flask, current_app, request
+from flask_limiter import Limiter
+
+from app.auth import token_name
+
+
+def _job_type() -> str:
+    body = request.get_json(silent=True, cache=True)
+    job_type = body.get("type") if isinstance(body, dict) else None
+    return job_type if isinstance(job_type, str) and len(job_type) <= 200 else "-"
+
+
+def _per_type_limit() -> str:
+    limits = current_app.extensions["celery"].conf.taskplane_rate_limits
+    per_type = limits.get("per_job_type", {})
+    return per_type.get(_job_type(), per_type.get("default", "1000/second"))
+
+
+def init_app(app: Flask) -> Limiter:
+    conf = app.extensions["celery"].conf
+    limiter = Limiter(
+        key_func=token_name,
+        app=app,
+        storage_uri=conf.result_backend,
+        storage_options={"socket_timeout": 1, "socket_connect_timeout": 1},
+        key_prefix="taskplane:ratelimit",
+        default_limits=[conf.taskplane_rate_limits.get("per_token", "1000/second")],
+        headers_enabled=True,
+        swallow_errors=True,
+        strategy="fixed-window",  # one INCR per limit: cheap on the submit path
+    )
+    app.extensions["rate_limiter"] = limiter
+    exempt = ("health.live", "health.ready", "metrics.metrics_endpoint", "openapi.openapi")
+    for endpoint in exempt:
+        limiter.exempt(app.view_functions[endpoint])
+    per_type = limiter.limit(
+        _per_type_limit, key_func=lambda: f"{token_name()}:{_job_type()}", override_defaults=False
+    )
+    app.view_functions["jobs.create_job"] = per_type(app.view_functions["jobs.create_job"])
+    return limiter
