@@ -12,7 +12,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from app.models import ErrorResponse, HealthStatus, Job, JobTypeList
+from app.models import MAX_DELAY_S, ErrorResponse, HealthStatus, Job, JobTypeList
 from tasks.registry import JobType
 
 bp = Blueprint("openapi", __name__)
@@ -39,7 +39,44 @@ def _submission_schema(job_type: JobType, payload_ref: str) -> dict[str, Any]:
         "title": f"Submit {job_type.name}",
         "additionalProperties": False,
         "required": ["type", "payload"],
-        "properties": {"type": {"const": job_type.name}, "payload": {"$ref": payload_ref}},
+        "properties": {
+            "type": {"const": job_type.name},
+            "payload": {"$ref": payload_ref},
+            "delay_s": {"type": "number", "minimum": 0, "maximum": MAX_DELAY_S},
+            "run_at": {"type": "string", "format": "date-time"},
+        },
+    }
+
+
+def _op(
+    operation_id: str,
+    summary: str,
+    responses: dict[str, Any],
+    *,
+    scope: str | None = None,
+    parameters: list | None = None,
+    body: dict | None = None,
+) -> dict[str, Any]:
+    """One operation; every one can also answer 429, and a protected one 401 and 403."""
+    op: dict[str, Any] = {
+        "operationId": operation_id,
+        "summary": summary,
+        "responses": {**responses, "429": _error("rate limit reached")},
+    }
+    if scope:
+        op["security"] = [{"bearer": [scope]}]
+        op["responses"] |= {"401": _error("no valid token"), "403": _error(f"needs {scope}")}
+    if parameters:
+        op["parameters"] = parameters
+    if body is not None:
+        op["requestBody"] = {"required": False, "content": {"application/json": {"schema": body}}}
+    return op
+
+
+def _json(description: str, schema: dict | None = None) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": schema or {"type": "object"}}},
     }
 
 
@@ -54,94 +91,241 @@ def build_document(job_types: dict[str, JobType], version: str = "0.1.0") -> dic
         name = f"Submit_{jt.name.replace('.', '_')}"
         schemas[name] = _submission_schema(jt, refs[(jt.payload_model, "validation")]["$ref"])
         submissions.append({"$ref": REF.format(model=name)})
+    submit_schema = {"oneOf": submissions, "discriminator": {"propertyName": "type"}}
     job_id = {
         "name": "job_id",
         "in": "path",
         "required": True,
         "schema": {"type": "string", "format": "uuid"},
     }
+    queue = {
+        "name": "queue",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "enum": sorted({jt.queue for jt in job_types.values()})},
+    }
+    ids = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"ids": {"type": "array", "items": {"type": "string"}}},
+    }
+    unavailable = {
+        **_error("broker or storage unavailable"),
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    }
+    bad_body = {
+        "400": _error("malformed JSON"),
+        "413": _error("body over the size limit"),
+        "415": _error("not JSON"),
+        "422": _error("invalid body"),
+    }
+    paths = {
+        "/jobs": {
+            "post": {
+                **_op(
+                    "submitJob",
+                    "Submit a job; 202 once the broker confirmed it",
+                    {
+                        "202": {
+                            **_ok("Job", "accepted and confirmed by the broker"),
+                            "headers": {"Location": {"schema": {"type": "string"}}},
+                        },
+                        "200": _ok("Job", "the job first submitted with this Idempotency-Key"),
+                        "409": _error("Idempotency-Key reused with another body"),
+                        **bad_body,
+                        "503": unavailable,
+                    },
+                    scope="jobs:submit",
+                    parameters=[
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                        }
+                    ],
+                ),
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": submit_schema}},
+                },
+            }
+        },
+        "/jobs/batch": {
+            "post": {
+                **_op(
+                    "submitBatch",
+                    "Submit up to 1,000 jobs; 202 once every message is confirmed",
+                    {"202": _json("all accepted"), **bad_body, "503": unavailable},
+                    scope="jobs:submit",
+                ),
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["jobs"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "jobs": {
+                                        "type": "array",
+                                        "minItems": 1,
+                                        "maxItems": 1000,
+                                        "items": submit_schema,
+                                    }
+                                },
+                            }
+                        }
+                    },
+                },
+            }
+        },
+        "/jobs/{job_id}": {
+            "get": _op(
+                "getJob",
+                "A job's state, result and history",
+                {"200": _ok("Job", "the job"), "404": _error("unknown id"), "503": unavailable},
+                scope="jobs:read",
+                parameters=[job_id],
+            ),
+            "delete": _op(
+                "cancelJob",
+                "Cancel a job that has not started",
+                {
+                    "200": _ok("Job", "cancelled"),
+                    "404": _error("unknown id"),
+                    "409": _error("already running or finished"),
+                    "503": unavailable,
+                },
+                scope="jobs:submit",
+                parameters=[job_id],
+            ),
+        },
+        "/job-types": {
+            "get": _op(
+                "listJobTypes",
+                "Job types with their payload schemas",
+                {"200": _ok("JobTypeList", "job types")},
+            )
+        },
+        "/queues": {
+            "get": _op(
+                "listQueues",
+                "Queue depths, consumers, pause state",
+                {"200": _json("queues"), "503": unavailable},
+                scope="admin",
+            )
+        },
+        "/queues/{queue}/pause": {
+            "post": _op(
+                "pauseQueue",
+                "Stop every worker consuming the queue (remembered)",
+                {"200": _json("paused"), "404": _error("unknown queue"), "503": unavailable},
+                scope="admin",
+                parameters=[queue],
+            )
+        },
+        "/queues/{queue}/resume": {
+            "post": _op(
+                "resumeQueue",
+                "Let the queue's workers consume it again",
+                {"200": _json("resumed"), "404": _error("unknown queue"), "503": unavailable},
+                scope="admin",
+                parameters=[queue],
+            )
+        },
+        "/queues/{queue}/dead": {
+            "get": _op(
+                "listDeadLetters",
+                "Dead-lettered jobs, newest first",
+                {
+                    "200": _json("dead letters"),
+                    "400": _error("bad offset or limit"),
+                    "404": _error("unknown queue"),
+                    "503": unavailable,
+                },
+                scope="admin",
+                parameters=[
+                    queue,
+                    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+                    },
+                ],
+            ),
+            "delete": _op(
+                "purgeDeadLetters",
+                "Drop dead letters (all, or the listed ids)",
+                {
+                    "200": _json("purged"),
+                    **bad_body,
+                    "404": _error("unknown queue"),
+                    "503": unavailable,
+                },
+                scope="admin",
+                parameters=[queue],
+                body=ids,
+            ),
+        },
+        "/queues/{queue}/dead/replay": {
+            "post": _op(
+                "replayDeadLetters",
+                "Send dead letters back to their queue, same ids",
+                {
+                    "200": _json("replayed"),
+                    **bad_body,
+                    "404": _error("unknown queue"),
+                    "503": unavailable,
+                },
+                scope="admin",
+                parameters=[queue],
+                body=ids,
+            )
+        },
+        "/health/live": {
+            "get": _op("live", "The process serves", {"200": _ok("HealthStatus", "serving")})
+        },
+        "/health/ready": {
+            "get": _op(
+                "ready",
+                "Broker, Redis and consumers, per component",
+                {"200": _json("ready"), "503": _json("not ready")},
+            )
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+        "/openapi.json": {"get": _op("openapi", "This document", {"200": _json("this document")})},
+    }
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "Taskplane",
             "version": version,
-            "description": "Submit jobs, follow their state, cancel them.",
+            "description": "Submit jobs, follow their state, cancel them, operate queues.",
         },
-        "paths": {
-            "/jobs": {
-                "post": {
-                    "operationId": "submitJob",
-                    "summary": "Submit a job; 202 once the broker confirmed it",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "oneOf": submissions,
-                                    "discriminator": {"propertyName": "type"},
-                                }
-                            }
-                        },
-                    },
-                    "responses": {
-                        "202": {
-                            **_ok("Job", "accepted and confirmed by the broker"),
-                            "headers": {"Location": {"schema": {"type": "string"}}},
-                        },
-                        "400": _error("malformed JSON"),
-                        "413": _error("body over the size limit"),
-                        "415": _error("not JSON"),
-                        "422": _error("unknown job type or invalid payload"),
-                        "503": {
-                            **_error("broker or storage unavailable"),
-                            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
-                        },
-                    },
-                }
-            },
-            "/jobs/{job_id}": {
-                "get": {
-                    "operationId": "getJob",
-                    "parameters": [job_id],
-                    "responses": {
-                        "200": _ok("Job", "the job"),
-                        "404": _error("unknown id"),
-                        "503": _error("storage unavailable"),
-                    },
-                },
-                "delete": {
-                    "operationId": "cancelJob",
-                    "parameters": [job_id],
-                    "responses": {
-                        "200": _ok("Job", "cancelled"),
-                        "404": _error("unknown id"),
-                        "409": _error("already running or finished"),
-                        "503": _error("storage unavailable"),
-                    },
-                },
-            },
-            "/job-types": {
-                "get": {
-                    "operationId": "listJobTypes",
-                    "responses": {"200": _ok("JobTypeList", "job types")},
-                }
-            },
-            "/health/live": {
-                "get": {"operationId": "live", "responses": {"200": _ok("HealthStatus", "serving")}}
-            },
-            "/openapi.json": {
-                "get": {
-                    "operationId": "openapi",
-                    "responses": {
-                        "200": {
-                            "description": "this document",
-                            "content": {"application/json": {"schema": {"type": "object"}}},
-                        }
-                    },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "an API token; see README",
                 }
             },
         },
-        "components": {"schemas": schemas},
     }
 
 
