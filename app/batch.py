@@ -6,6 +6,7 @@ round trip, the messages published with pipelined confirms, and the answer is
 202 only once RabbitMQ confirmed every message; otherwise 503 and no job exists.
 """
 
+import logging
 import uuid
 from typing import Any
 
@@ -17,13 +18,14 @@ from app.errors import ApiError
 from app.jobs import check_urls
 from app.jsonbody import read_json_object
 from app.metrics import job_submitted, publish_failed
-from app.models import JobSubmission, validation_details
+from app.models import JobSubmission, validate_json_payload, validation_details
 from app.submit import CONFIRM_TIMEOUT_S, PUBLISH_ERRORS, BrokerUnavailable, unavailable
 from tasks.base import RECORDED_HEADER
 from tasks.batch_publish import ConfirmTimeout, build_message, publish_confirmed
 from tasks.jobstore import utcnow
 
 bp = Blueprint("batch", __name__)
+logger = logging.getLogger("taskplane.web")
 MAX_BATCH = 1000
 
 
@@ -40,7 +42,7 @@ def _validate(items: Any) -> list[tuple[Any, dict]]:
     for index, item in enumerate(items):
         prefix = ""
         try:
-            envelope = JobSubmission.model_validate(item)
+            envelope = validate_json_payload(JobSubmission, item)
             prefix = "payload"
             if envelope.delay_s is not None or envelope.run_at is not None:
                 raise ApiError(422, "validation_failed", "batch jobs cannot be scheduled")
@@ -55,7 +57,7 @@ def _validate(items: Any) -> list[tuple[Any, dict]]:
                     }
                 )
                 continue
-            payload = job_type.payload_model.model_validate(envelope.payload)
+            payload = validate_json_payload(job_type.payload_model, envelope.payload)
             check_urls(job_type, payload)
         except ValidationError as exc:
             errors += [{"index": index, **d} for d in validation_details(exc, prefix)]
@@ -113,8 +115,11 @@ def create_batch() -> tuple[Response, int]:
         for job_id, (jt, payload) in zip(ids, jobs, strict=True)
     ]
     try:
-        publish_confirmed(celery, messages, CONFIRM_TIMEOUT_S)
+        # The broker confirms a quorum-queue message once a majority wrote it;
+        # a big batch gets a proportionally longer bound than a single job.
+        publish_confirmed(celery, messages, CONFIRM_TIMEOUT_S + len(messages) / 200)
     except (*PUBLISH_ERRORS, ConfirmTimeout) as exc:
+        logger.warning("batch of %d not confirmed: %r", len(ids), exc)
         _forget(store, ids)
         for jt, _ in jobs:
             publish_failed(jt.name)

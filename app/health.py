@@ -14,6 +14,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
+from amqp.exceptions import ChannelError
 from flask import Blueprint, Flask, Response, current_app, jsonify
 
 from tasks.consumers import enabled_queues, paused_queues
@@ -104,7 +105,12 @@ def check_broker(celery: Any) -> dict[str, Any]:
         channel = conn.channel()
         try:
             for name in enabled_queues(celery):
-                _, _, consumers = channel.queue_declare(name, passive=True)
+                try:
+                    _, _, consumers = channel.queue_declare(name, passive=True)
+                except ChannelError:  # not declared yet: no worker ever consumed it
+                    queues[name] = {"status": "DOWN", "consumers": 0}
+                    channel = conn.channel()
+                    continue
                 if name in paused:
                     status = "PAUSED"
                 else:

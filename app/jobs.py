@@ -10,12 +10,19 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from pydantic import ValidationError
 from redis.exceptions import RedisError
+from werkzeug.routing import BaseConverter
 
 from app.auth import token_name
 from app.errors import ApiError
 from app.jsonbody import read_json_object
 from app.metrics import job_submitted, publish_failed
-from app.models import MAX_DELAY_S, Job, JobSubmission, validation_details
+from app.models import (
+    MAX_DELAY_S,
+    Job,
+    JobSubmission,
+    validate_json_payload,
+    validation_details,
+)
 from app.submit import BrokerUnavailable, Submission, delay_until, submit_job, unavailable
 from tasks.factory import TaskplaneCelery
 from tasks.jobstore import FINAL_STATES
@@ -25,6 +32,21 @@ from tasks.registry import JobType
 bp = Blueprint("jobs", __name__)
 
 
+class JobIdConverter(BaseConverter):
+    """Any path segment but "batch", so /jobs/batch is not also a job id.
+
+    Ids that are not UUIDs still reach the view, which answers 404
+    job_not_found rather than the router's generic 404.
+    """
+
+    regex = r"(?!batch$)[^/]+"
+
+
+@bp.record_once
+def _register_converter(state: Any) -> None:
+    state.app.url_map.converters["jobid"] = JobIdConverter
+
+
 def celery_app() -> TaskplaneCelery:
     return current_app.extensions["celery"]
 
@@ -32,7 +54,7 @@ def celery_app() -> TaskplaneCelery:
 def resolve_submission(body: dict[str, Any]) -> Submission:
     """Validate the envelope, find the job type, validate its payload and schedule."""
     try:
-        envelope = JobSubmission.model_validate(body)
+        envelope = validate_json_payload(JobSubmission, body)
     except ValidationError as exc:
         raise ApiError(
             422, "validation_failed", "the request body is invalid", details=validation_details(exc)
@@ -46,7 +68,7 @@ def resolve_submission(body: dict[str, Any]) -> Submission:
             details={"known": sorted(celery_app().job_types)},
         )
     try:
-        payload = job_type.payload_model.model_validate(envelope.payload)
+        payload = validate_json_payload(job_type.payload_model, envelope.payload)
     except ValidationError as exc:
         raise ApiError(
             422,
@@ -181,12 +203,12 @@ def _location(record: dict[str, Any]) -> str:
     return url_for("jobs.get_job", job_id=record["id"])
 
 
-@bp.get("/jobs/<job_id>")
+@bp.get("/jobs/<jobid:job_id>")
 def get_job(job_id: str) -> Response:
     return jsonify(job_view(load_job(job_id)))
 
 
-@bp.delete("/jobs/<job_id>")
+@bp.delete("/jobs/<jobid:job_id>")
 def cancel_job(job_id: str) -> Response:
     load_job(job_id)
     try:

@@ -4,6 +4,7 @@ The same models validate requests and generate ``/openapi.json``, so the
 document cannot drift from what the code accepts.
 """
 
+import json
 from typing import Any, Literal, Self
 
 from pydantic import (
@@ -97,6 +98,11 @@ class ErrorResponse(BaseModel):
 
 class HealthStatus(BaseModel):
     status: Literal["UP", "DOWN"]
+
+
+def validate_json_payload(model: type[BaseModel], data: Any) -> BaseModel:
+    """Validate data that came as JSON with JSON's own types: no "1" for 1, no false for 0."""
+    return model.model_validate_json(json.dumps(data), strict=True)
 
 
 def validation_details(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:

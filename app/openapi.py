@@ -42,10 +42,20 @@ def _submission_schema(job_type: JobType, payload_ref: str) -> dict[str, Any]:
         "properties": {
             "type": {"const": job_type.name},
             "payload": {"$ref": payload_ref},
-            "delay_s": {"type": "number", "minimum": 0, "maximum": MAX_DELAY_S},
-            "run_at": {"type": "string", "format": "date-time"},
+            "delay_s": {"type": ["number", "null"], "minimum": 0, "maximum": MAX_DELAY_S},
+            "run_at": {"type": ["string", "null"], "format": "date-time"},
         },
+        "not": {"required": ["delay_s", "run_at"]},
     }
+
+
+def _batch_item_schema(job_type: JobType, payload_ref: str) -> dict[str, Any]:
+    """A batch runs every job now: no delay_s or run_at."""
+    schema = _submission_schema(job_type, payload_ref)
+    for key in ("delay_s", "run_at"):
+        schema["properties"].pop(key)
+    schema.pop("not")
+    return schema
 
 
 def _op(
@@ -86,12 +96,16 @@ def build_document(job_types: dict[str, JobType], version: str = "0.1.0") -> dic
     keyed = [(m, "validation") for m in payload_models] + [(m, "serialization") for m in models]
     refs, defs = models_json_schema(keyed, ref_template=REF, by_alias=True)
     schemas = defs.get("$defs", {})
-    submissions = []
+    submissions, batch_items = [], []
     for jt in job_types.values():
         name = f"Submit_{jt.name.replace('.', '_')}"
-        schemas[name] = _submission_schema(jt, refs[(jt.payload_model, "validation")]["$ref"])
+        payload_ref = refs[(jt.payload_model, "validation")]["$ref"]
+        schemas[name] = _submission_schema(jt, payload_ref)
+        schemas[f"Batch{name}"] = _batch_item_schema(jt, payload_ref)
         submissions.append({"$ref": REF.format(model=name)})
+        batch_items.append({"$ref": REF.format(model=f"Batch{name}")})
     submit_schema = {"oneOf": submissions, "discriminator": {"propertyName": "type"}}
+    batch_item_schema = {"oneOf": batch_items, "discriminator": {"propertyName": "type"}}
     job_id = {
         "name": "job_id",
         "in": "path",
@@ -107,7 +121,7 @@ def build_document(job_types: dict[str, JobType], version: str = "0.1.0") -> dic
     ids = {
         "type": "object",
         "additionalProperties": False,
-        "properties": {"ids": {"type": "array", "items": {"type": "string"}}},
+        "properties": {"ids": {"type": ["array", "null"], "items": {"type": "string"}}},
     }
     unavailable = {
         **_error("broker or storage unavailable"),
@@ -141,7 +155,7 @@ def build_document(job_types: dict[str, JobType], version: str = "0.1.0") -> dic
                             "name": "Idempotency-Key",
                             "in": "header",
                             "required": False,
-                            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                            "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
                         }
                     ],
                 ),
@@ -172,7 +186,7 @@ def build_document(job_types: dict[str, JobType], version: str = "0.1.0") -> dic
                                         "type": "array",
                                         "minItems": 1,
                                         "maxItems": 1000,
-                                        "items": submit_schema,
+                                        "items": batch_item_schema,
                                     }
                                 },
                             }
@@ -248,7 +262,11 @@ def build_document(job_types: dict[str, JobType], version: str = "0.1.0") -> dic
                 scope="admin",
                 parameters=[
                     queue,
-                    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    {
+                        "name": "offset",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 0, "maximum": 10**9},
+                    },
                     {
                         "name": "limit",
                         "in": "query",

@@ -51,6 +51,8 @@ class UrlPolicy:
         host = urlsplit(url).hostname
         if not host:
             raise UrlNotAllowed("the URL has no host")
+        if not self.deny_private and not self.deny:
+            return  # nothing to refuse: no need to resolve the name
         for address in self._addresses(host, resolve):
             reason = self.check_address(address)
             if reason:
