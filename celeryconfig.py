@@ -64,6 +64,8 @@ task_create_missing_queues = False
 # Warm shutdown waits for running jobs at most this long, then returns them.
 worker_soft_shutdown_timeout = 30.0
 worker_enable_soft_shutdown_on_idle = True
+# Malformed or undecodable messages are dead-lettered, not dropped or fatal.
+worker_consumer = "tasks.consumer:TaskplaneConsumer"
 # Keep our log configuration; Celery must not replace the root logger.
 worker_hijack_root_logger = False
 worker_redirect_stdouts = False

@@ -9,7 +9,7 @@ are few and stable.
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 
 from app.models import MAX_DELAY_S, ErrorResponse, HealthStatus, Job, JobTypeList
@@ -33,12 +33,22 @@ def _ok(model: str, description: str) -> dict[str, Any]:
     }
 
 
+def _accepts_empty(job_type: JobType) -> bool:
+    try:
+        job_type.payload_model.model_validate({})
+    except ValidationError:
+        return False
+    return True
+
+
 def _submission_schema(job_type: JobType, payload_ref: str) -> dict[str, Any]:
+    # "payload" may be left out (it defaults to {}) only when nothing in it is required.
+    required = ["type"] if _accepts_empty(job_type) else ["type", "payload"]
     return {
         "type": "object",
         "title": f"Submit {job_type.name}",
         "additionalProperties": False,
-        "required": ["type", "payload"],
+        "required": required,
         "properties": {
             "type": {"const": job_type.name},
             "payload": {"$ref": payload_ref},

@@ -47,6 +47,12 @@ def death_error(reason: str, record_error: dict | None, delivery_count: int | No
     }
 
 
+def _deliveries(headers: dict[str, Any]) -> int | None:
+    """How often a quorum queue delivered the message (its delivery limit counts these)."""
+    count = headers.get("x-delivery-count")
+    return int(count) + 1 if isinstance(count, int) else None
+
+
 def _text(value: Any) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -59,17 +65,22 @@ class DeathWatcher(bootsteps.ConsumerStep):
         self.app = c.app
 
     def get_consumers(self, channel: Any) -> list[Consumer]:
+        # on_message gets the raw message: only headers are read, so a dead
+        # letter with a body we cannot (or must not) decode cannot crash us.
         return [
             Consumer(
-                channel,
-                queues=[deaths_queue()],
-                callbacks=[self.on_death],
-                accept=["json"],
-                prefetch_count=10,
+                channel, queues=[deaths_queue()], on_message=self.on_message, prefetch_count=10
             )
         ]
 
-    def on_death(self, body: Any, message: Message) -> None:
+    def on_message(self, message: Message) -> None:
+        try:
+            self.on_death(message)
+        except Exception:  # noqa: BLE001 - never let one odd notice stop the watcher
+            logger.exception("unreadable dead-letter notice; dropping it")
+            message.ack()
+
+    def on_death(self, message: Message) -> None:
         headers = message.headers or {}
         job_id, job_type = headers.get("id"), headers.get("task")
         reason, queue, _ = death_reason(headers)
@@ -80,7 +91,7 @@ class DeathWatcher(bootsteps.ConsumerStep):
         store = self.app.jobstore
         try:
             record = store.get(job_id) or {}
-            error = death_error(reason, record.get("error"), headers.get("x-delivery-count"))
+            error = death_error(reason, record.get("error"), _deliveries(headers))
             store.dead_lettered(job_id, job_type or "", queue, reason, error)
         except RedisError as exc:
             # Keep the notice; it comes back when storage does.

@@ -1,17 +1,22 @@
-"""Constrained field types shared by job payload models."""
+"""Constrained field types shared by job payload models.
+
+Every constraint is a JSON Schema keyword (pattern, length), so the published
+schema says exactly what the API accepts. Patterns use explicit character
+ranges, on which JSON Schema's (ECMA) and pydantic's (Rust) regexes agree.
+"""
 
 from typing import Annotated
 
-from pydantic import AfterValidator, AnyHttpUrl, Field, UrlConstraints
+from pydantic import AnyHttpUrl, Field, UrlConstraints
 
-
-def _no_line_breaks(value: str) -> str:
-    if "\r" in value or "\n" in value:
-        raise ValueError("must not contain line breaks")
-    return value
-
-
+# Deliberately permissive: local@domain, no spaces or control characters (so
+# no header injection), RFC 5321 length. The SMTP server is the authority on
+# whether a mailbox exists; its 5xx fails the job at once (and dead-letters it).
+EmailAddress = Annotated[
+    str, Field(pattern=r"^[^@\x00-\x20\x7f]+@[^@\x00-\x20\x7f]+$", min_length=3, max_length=254)
+]
 HttpUrl = Annotated[AnyHttpUrl, UrlConstraints(max_length=2048, allowed_schemes=["http", "https"])]
-SingleLine = Annotated[str, AfterValidator(_no_line_breaks)]
+# No CR or LF: the value goes into a mail or HTTP header.
+SingleLine = Annotated[str, Field(pattern=r"^[^\r\n]*$")]
 HeaderName = Annotated[str, Field(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")]
-HeaderValue = Annotated[SingleLine, Field(max_length=8192)]
+HeaderValue = Annotated[str, Field(pattern=r"^[^\r\n]*$", max_length=8192)]

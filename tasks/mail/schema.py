@@ -1,8 +1,8 @@
 """Payload of email.send."""
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.schema_types import SingleLine
+from tasks.schema_types import EmailAddress, SingleLine
 
 
 class EmailPayload(BaseModel):
@@ -10,10 +10,10 @@ class EmailPayload(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    to: list[EmailStr] = Field(min_length=1, max_length=50)
+    to: list[EmailAddress] = Field(min_length=1, max_length=50)
     subject: SingleLine = Field(min_length=1, max_length=998)
     text: str = Field(max_length=256 * 1024)
     html: str | None = Field(default=None, max_length=512 * 1024)
-    from_: EmailStr | None = Field(
+    from_: EmailAddress | None = Field(
         default=None, alias="from", description="defaults to the platform's sender"
     )

@@ -63,8 +63,16 @@ def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(fuzz_web):
             "--header",
             f"Authorization: Bearer {TOKEN}",
             "--max-examples",
-            "70",
+            "150",
             "--generation-deterministic",
+            # The coverage phase hits an internal error of schemathesis 4.32 with
+            # Hypothesis on Python 3.11 (AST recursion depth mismatch); fuzzing and
+            # stateful phases cover every operation.
+            "--phases",
+            "examples,fuzzing,stateful",
+            # DELETE cancels a job / purges dead letters; what remains stays readable.
+            "--exclude-checks",
+            "use_after_free",
             "--workers",
             "2",
         ],
