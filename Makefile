@@ -5,12 +5,13 @@ SHELL := /bin/bash
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help setup services run test test-unit chaos lint lock
+.PHONY: help setup services run test test-unit chaos bench lint lock
 
 help:
 	@echo "make run    set up everything, then run web + worker + Flower + SMTP sink"
 	@echo "make test   set up everything, then run the test suite (chaos scenarios at CI size)"
 	@echo "make chaos  the chaos scenarios at full size (2,500 jobs each, 10,000 in all)"
+	@echo "make bench  Taskplane vs a plain Flask + Celery app vs raw AMQP, side by side"
 
 setup:
 	@scripts/bootstrap-venv.sh
@@ -34,6 +35,10 @@ test: services
 chaos: services
 	@scripts/ensure-test-tools.sh
 	@CHAOS_JOBS=$${CHAOS_JOBS:-2500} pytest -m chaos tests/chaos
+
+# The benchmark (bench/README in the main README); BENCH_ARGS=--quick for a smoke run.
+bench: services
+	@bench/run.sh $${BENCH_ARGS:-}
 
 # Unit tests only: no services needed.
 test-unit: setup

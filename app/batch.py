@@ -117,7 +117,7 @@ def create_batch() -> tuple[Response, int]:
     try:
         # The broker confirms a quorum-queue message once a majority wrote it;
         # a big batch gets a proportionally longer bound than a single job.
-        publish_confirmed(celery, messages, CONFIRM_TIMEOUT_S + len(messages) / 200)
+        publish_confirmed(celery, messages, CONFIRM_TIMEOUT_S + len(messages) / 50)
     except (*PUBLISH_ERRORS, ConfirmTimeout) as exc:
         logger.warning("batch of %d not confirmed: %r", len(ids), exc)
         _forget(store, ids)

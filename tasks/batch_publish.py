@@ -34,8 +34,25 @@ def build_message(app: Any, job_id: str, job_type: str, payload: dict, headers: 
 
 
 def publish_confirmed(app: Any, messages: list[tuple[str, Any]], timeout_s: float) -> None:
-    """Publish (routing_key, task message) pairs; return once RabbitMQ confirmed all of them."""
+    """Publish (routing_key, task message) pairs; return once RabbitMQ confirmed all of them.
+
+    One more try on a fresh connection if the first is not confirmed in time
+    (a pooled connection can be dead without knowing it). A message that did
+    arrive the first time arrives twice under the same job id; the worker runs
+    a job id once (see tasks/jobstore.py, _START).
+    """
+    try:
+        _publish_once(app, messages, timeout_s / 2)
+    except ConfirmTimeout:
+        _publish_once(app, messages, timeout_s / 2, fresh=True)
+
+
+def _publish_once(
+    app: Any, messages: list[tuple[str, Any]], timeout_s: float, fresh: bool = False
+) -> None:
     with app.pool.acquire(block=True, timeout=timeout_s) as conn:
+        if fresh:
+            conn.close()  # drop whatever state the pooled connection was in
         conn.ensure_connection(max_retries=1)
         for queue_name in {routing_key for routing_key, _ in messages}:
             maybe_declare(app.amqp.queues[queue_name], conn.default_channel)

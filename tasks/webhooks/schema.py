@@ -13,6 +13,10 @@ class WebhookPayload(BaseModel):
     url: HttpUrl = Field(description="http(s) URL that receives the POST")
     body: JsonValue = Field(description="any JSON value, sent as the request body")
     headers: dict[HeaderName, HeaderValue] = Field(
-        default_factory=dict, max_length=50, description="extra request headers"
+        default_factory=dict,
+        max_length=50,
+        description="extra request headers",
+        # Names that do not match the header-name pattern are refused, not ignored.
+        json_schema_extra={"additionalProperties": False},
     )
     timeout_s: float = Field(default=10.0, gt=0, le=60, description="per-attempt timeout")

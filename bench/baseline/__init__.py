@@ -1,0 +1,1 @@
+"""The minimal Flask + Celery app a user would write: the benchmark's baseline."""
