@@ -133,12 +133,11 @@ taskplane_worker_groups = {
     "cpu": {"pool": "prefork", "concurrency": None},  # None: one per CPU
 }
 # Rate limits (Flask-Limiter syntax), per API token across all web processes,
-# and per token and job type on POST /jobs.
+# and per token and job type on POST /jobs. Unset (the default outside
+# production): no limiter at all, and no Redis round trips for it.
 taskplane_rate_limits = {
-    "per_token": os.environ.get("TASKPLANE_RATE_LIMIT_PER_TOKEN", "2000/second"),
-    "per_job_type": {
-        "default": os.environ.get("TASKPLANE_RATE_LIMIT_PER_JOB_TYPE", "1000/second"),
-    },
+    "per_token": os.environ.get("TASKPLANE_RATE_LIMIT_PER_TOKEN") or None,
+    "per_job_type": {"default": os.environ.get("TASKPLANE_RATE_LIMIT_PER_JOB_TYPE") or None},
 }
 # Where webhook.deliver and logs.summarize may connect (anti-SSRF). Outside
 # production, loopback and private networks are allowed so local examples work.

@@ -20,19 +20,22 @@ def _job_type() -> str:
 
 def _per_type_limit() -> str:
     limits = current_app.extensions["celery"].conf.taskplane_rate_limits
-    per_type = limits.get("per_job_type", {})
-    return per_type.get(_job_type(), per_type.get("default", "1000/second"))
+    per_type = limits.get("per_job_type") or {}
+    return per_type.get(_job_type()) or per_type.get("default") or "1000000/second"
 
 
-def init_app(app: Flask) -> Limiter:
+def init_app(app: Flask) -> Limiter | None:
     conf = app.extensions["celery"].conf
+    limits = conf.taskplane_rate_limits or {}
+    if not limits.get("per_token") and not (limits.get("per_job_type") or {}).get("default"):
+        return None  # not configured: no limiter on the request path at all
     limiter = Limiter(
         key_func=token_name,
         app=app,
         storage_uri=conf.result_backend,
         storage_options={"socket_timeout": 1, "socket_connect_timeout": 1},
         key_prefix="taskplane:ratelimit",
-        default_limits=[conf.taskplane_rate_limits.get("per_token", "1000/second")],
+        default_limits=[limits["per_token"]] if limits.get("per_token") else [],
         headers_enabled=True,
         swallow_errors=True,
         strategy="fixed-window",  # one INCR per limit: cheap on the submit path

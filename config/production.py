@@ -16,3 +16,10 @@ taskplane_url_policy = {
     "allow": [n for n in os.environ.get("TASKPLANE_URL_ALLOW", "").split(",") if n.strip()],
     "deny": [],
 }
+# Production always limits: generous defaults, tighten per deployment.
+taskplane_rate_limits = {
+    "per_token": os.environ.get("TASKPLANE_RATE_LIMIT_PER_TOKEN", "2000/second"),
+    "per_job_type": {
+        "default": os.environ.get("TASKPLANE_RATE_LIMIT_PER_JOB_TYPE", "1000/second"),
+    },
+}
