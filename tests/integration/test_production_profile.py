@@ -147,3 +147,47 @@ def test_rate_limit_per_job_type_answers_429_with_retry_after(platform, worker):
             assert other.status_code == 202
     finally:
         limited.stop_all()
+
+
+def test_token_cli_prints_a_token_and_the_entry_that_accepts_it(platform):
+    result = run(
+        [
+            str(VENV_BIN / "flask"),
+            "--app",
+            "wsgi",
+            "token",
+            "create",
+            "--name",
+            "ci",
+            "--scope",
+            "jobs:read",
+            "--scope",
+            "admin",
+        ],
+        platform.env,
+    )
+    assert result.returncode == 0, result.stderr
+    token = next(
+        line.split(": ", 1)[1] for line in result.stdout.splitlines() if line.startswith("token: ")
+    )
+    entry = json.loads(
+        next(
+            line.split(": ", 1)[1]
+            for line in result.stdout.splitlines()
+            if line.startswith("TASKPLANE_API_TOKENS entry: ")
+        )
+    )
+    assert entry == {"name": "ci", "sha256": hash_token(token), "scopes": ["admin", "jobs:read"]}
+    assert token not in json.dumps(entry)
+
+
+def test_deep_json_and_oversized_headers_are_refused(production_web):
+    with httpx.Client(base_url=production_web, timeout=10, headers=auth("submitter")) as api:
+        deep = {"type": "diagnostics.echo", "payload": {"data": None}}
+        node = deep["payload"]
+        for _ in range(40):
+            node["data"] = {"data": None}
+            node = node["data"]
+        assert_error(api.post("/jobs", json=deep), 400, "too_deeply_nested")
+        huge = api.get("/health/live", headers={"X-Padding": "x" * 20_000})
+        assert huge.status_code == 431  # gunicorn: limit_request_field_size (its own body)

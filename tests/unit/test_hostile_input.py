@@ -104,3 +104,15 @@ def test_production_names_each_insecure_web_setting():
     assert "TASKPLANE_API_TOKENS" in problems
     assert "FLASK_DEBUG" in problems
     assert web_problems({"SECRET_KEY": "x" * 40}, {}, 1) == []
+
+
+def test_the_worker_checks_the_url_again_before_connecting():
+    """What webhook.deliver and logs.summarize call right before their request."""
+    from tasks.errors import PermanentError
+    from tasks.webhooks.deliver import ensure_allowed
+
+    strict = Conf(taskplane_url_policy={"deny_private": True})
+    with pytest.raises(PermanentError, match="not allowed"):
+        ensure_allowed("http://169.254.169.254/latest/meta-data", strict)
+    ensure_allowed("http://93.184.216.34/hook", strict)
+    ensure_allowed("http://127.0.0.1:8026/hook", Conf(taskplane_url_policy={"deny_private": False}))
