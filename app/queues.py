@@ -1,11 +1,14 @@
 """Queues over HTTP: what is in them, and pausing or resuming their consumers."""
 
+from collections.abc import Callable
+from typing import Any
+
 from flask import Blueprint, Response, current_app, jsonify
 from redis.exceptions import RedisError
 
 from app.errors import ApiError
 from app.queue_stats import queue_overview
-from app.submit import unavailable
+from app.submit import PUBLISH_ERRORS, unavailable
 from tasks.consumers import pause, resume
 
 bp = Blueprint("queues", __name__)
@@ -33,22 +36,24 @@ def list_queues() -> Response:
 
 @bp.post("/queues/<queue>/pause")
 def pause_queue(queue: str) -> Response:
-    celery = current_app.extensions["celery"]
-    try:
-        replies = pause(celery, _known(queue))
-    except RedisError as exc:
-        raise unavailable("job storage") from exc
-    return jsonify({"queue": queue, "paused": True, "workers": _nodes(replies)})
+    return _switch(queue, pause, paused=True)
 
 
 @bp.post("/queues/<queue>/resume")
 def resume_queue(queue: str) -> Response:
+    return _switch(queue, resume, paused=False)
+
+
+def _switch(queue: str, action: Callable[[Any, str], list[dict]], paused: bool) -> Response:
+    """Pause or resume every worker's consumer; 503 when Redis or the broker is away."""
     celery = current_app.extensions["celery"]
     try:
-        replies = resume(celery, _known(queue))
+        replies = action(celery, _known(queue))
     except RedisError as exc:
         raise unavailable("job storage") from exc
-    return jsonify({"queue": queue, "paused": False, "workers": _nodes(replies)})
+    except PUBLISH_ERRORS as exc:
+        raise unavailable("the message broker") from exc
+    return jsonify({"queue": queue, "paused": paused, "workers": _nodes(replies)})
 
 
 def _nodes(replies: list[dict]) -> list[str]:

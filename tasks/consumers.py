@@ -59,18 +59,28 @@ def paused_queues(app: Any) -> set[str]:
 
 
 def pause(app: Any, queue: str) -> list[dict]:
+    """Remember the pause, then tell every worker; if the broker cannot be told, forget it."""
     app.jobstore.redis.sadd(PAUSED_KEY, queue)
-    return app.control.cancel_consumer(queue, reply=True, timeout=1.0) or []
+    try:
+        return app.control.cancel_consumer(queue, reply=True, timeout=1.0) or []
+    except Exception:
+        app.jobstore.redis.srem(PAUSED_KEY, queue)
+        raise
 
 
 def resume(app: Any, queue: str) -> list[dict]:
     """Every worker whose group runs ``queue`` consumes it again (others ignore it)."""
-    app.jobstore.redis.srem(PAUSED_KEY, queue)
+    was_paused = app.jobstore.redis.srem(PAUSED_KEY, queue)
     if queue not in enabled_queues(app):
         return []
-    replies = app.control.broadcast(
-        "taskplane_resume", arguments={"queue": queue}, reply=True, timeout=1.0
-    )
+    try:
+        replies = app.control.broadcast(
+            "taskplane_resume", arguments={"queue": queue}, reply=True, timeout=1.0
+        )
+    except Exception:
+        if was_paused:
+            app.jobstore.redis.sadd(PAUSED_KEY, queue)
+        raise
     return [reply for reply in replies or [] if "ok" in next(iter(reply.values()), {})]
 
 

@@ -8,6 +8,7 @@ vhost and Redis database, and starts and stops the platform's real processes
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -145,6 +146,17 @@ class Process:
 
     def alive(self) -> bool:
         return self.popen.poll() is None
+
+    def json_lines(self) -> list[dict]:
+        """The process's JSON log lines (TASKPLANE_LOG_JSON=1), parsed; other lines skipped."""
+        lines = []
+        for raw in self.log_path.read_text(errors="replace").splitlines():
+            if raw.startswith("{"):
+                try:
+                    lines.append(json.loads(raw))
+                except ValueError:
+                    continue
+        return lines
 
     def log_tail(self, lines: int = 60) -> str:
         text = self.log_path.read_text(errors="replace").splitlines()

@@ -40,6 +40,8 @@ def test_broker_down_is_503_with_retry_after_and_no_job_record(chaos):
                 assert_error(response, 503, "unavailable")
                 assert int(response.headers["Retry-After"]) > 0
             assert job_keys(chaos) == before
+            assert_error(api.post("/queues/diagnostics/pause"), 503, "unavailable")
+            assert not chaos.store.sismember("taskplane:paused-queues", "diagnostics")
             assert api.get("/health/live").status_code == 200
             assert api.get("/job-types").status_code == 200
         finally:

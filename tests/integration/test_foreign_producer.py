@@ -122,15 +122,8 @@ def wait_dead(api: httpx.Client, queue: str, job_id: str, timeout: float = 20) -
     )
 
 
-def json_lines(process: Any) -> list[dict]:
-    lines = []
-    for raw in process.log_path.read_text(errors="replace").splitlines():
-        if raw.startswith("{"):
-            try:
-                lines.append(json.loads(raw))
-            except ValueError:
-                continue
-    return lines
+def json_lines(process) -> list[dict]:  # noqa: ANN001 - tests.services.Process
+    return process.json_lines()
 
 
 def log_lines(process: Any, *needles: str) -> list[dict]:

@@ -15,15 +15,8 @@ pytestmark = pytest.mark.integration
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
-def json_lines(process) -> list[dict]:
-    lines = []
-    for raw in process.log_path.read_text(errors="replace").splitlines():
-        if raw.startswith("{"):
-            try:
-                lines.append(json.loads(raw))
-            except ValueError:
-                continue
-    return lines
+def json_lines(process) -> list[dict]:  # noqa: ANN001 - tests.services.Process
+    return process.json_lines()
 
 
 def test_ready_reports_each_component_within_a_second(api):
