@@ -35,7 +35,9 @@ def init_app(app: Flask) -> Limiter | None:
         storage_uri=conf.result_backend,
         storage_options={"socket_timeout": 1, "socket_connect_timeout": 1},
         key_prefix="taskplane:ratelimit",
-        default_limits=[limits["per_token"]] if limits.get("per_token") else [],
+        # One budget per token across every route (default_limits would count
+        # each route separately).
+        application_limits=[limits["per_token"]] if limits.get("per_token") else [],
         headers_enabled=True,
         swallow_errors=True,
         strategy="fixed-window",  # one INCR per limit: cheap on the submit path

@@ -68,11 +68,16 @@ def test_production_worker_and_flower_refuse_insecure_settings(platform):
 
 
 @pytest.fixture(scope="module")
-def production_web(platform):
+def production_web_process(platform):
     web = Platform(env=production_env(platform), log_dir=platform.log_dir)
-    _, base = web.start_web()
-    yield base
+    process, base = web.start_web()
+    yield process, base
     web.stop_all()
+
+
+@pytest.fixture(scope="module")
+def production_web(production_web_process):
+    return production_web_process[1]
 
 
 def auth(name):
@@ -191,3 +196,43 @@ def test_deep_json_and_oversized_headers_are_refused(production_web):
         assert_error(api.post("/jobs", json=deep), 400, "too_deeply_nested")
         huge = api.get("/health/live", headers={"X-Padding": "x" * 20_000})
         assert huge.status_code == 431  # gunicorn: limit_request_field_size (its own body)
+
+
+def test_tokens_never_reach_the_log(production_web_process):
+    process, base = production_web_process
+    with httpx.Client(base_url=base, timeout=10) as api:
+        api.post(
+            "/jobs",
+            json={"type": "logs.summarize", "payload": {"lines": ["x"]}},
+            headers=auth("submitter"),
+        )
+        api.get("/queues", headers={"Authorization": "Bearer tp_wrong_token_value"})
+        api.get("/queues", headers=auth("ops"))
+    log = process.log_path.read_text(errors="replace")
+    assert "POST /jobs 202" in log  # the requests were logged...
+    for name in TOKENS:
+        assert secret(name) not in log  # ...without their tokens
+    assert "tp_wrong_token_value" not in log
+
+
+def test_rate_limit_per_token_counts_every_job_type_and_every_gunicorn_worker(platform, worker):
+    limited = Platform(
+        env={**platform.env, "TASKPLANE_RATE_LIMIT_PER_TOKEN": "4/minute"}, log_dir=platform.log_dir
+    )
+    _, base = limited.start_web()
+    try:
+        bodies = [
+            {"type": "diagnostics.echo", "payload": {}},
+            {"type": "logs.summarize", "payload": {"lines": ["x"]}},
+        ] * 2
+        statuses = []
+        for body in bodies:  # a new connection each time: both gunicorn workers serve them
+            with httpx.Client(base_url=base, timeout=10) as api:
+                statuses.append(api.post("/jobs", json=body).status_code)
+        assert statuses == [202, 202, 202, 202]
+        with httpx.Client(base_url=base, timeout=10) as api:
+            refused = api.get("/job-types")
+            assert_error(refused, 429)
+            assert int(refused.headers["Retry-After"]) > 0
+    finally:
+        limited.stop_all()

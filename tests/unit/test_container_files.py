@@ -536,3 +536,13 @@ def test_dockerignore_keeps_secrets_and_clutter_out():
     assert patterns & {"*.pyc", "**/*.pyc"}, ".dockerignore lacks *.pyc"
     for needed in ("requirements.lock", "app", "tasks", "config", "Procfile", "Dockerfile"):
         assert needed not in patterns, f".dockerignore drops {needed}, which the build needs"
+
+
+def test_rabbitmq_in_compose_defaults_new_queues_to_quorum(services):
+    conf = ROOT / "deploy" / "rabbitmq" / "quorum-default.conf"
+    assert "default_queue_type = quorum" in conf.read_text()
+    volumes = [str(v) for v in services["rabbitmq"].get("volumes", [])]
+    assert any(
+        "quorum-default.conf:/etc/rabbitmq/conf.d/" in v and v.endswith(":ro") for v in volumes
+    ), volumes
+    assert services["rabbitmq"]["image"].startswith("rabbitmq:3.13")
