@@ -10,7 +10,7 @@ import pytest
 
 from tasks.base import RECORDED_HEADER
 from tasks.factory import create_celery_app
-from tests.integration.helpers import assert_error
+from tests.integration.helpers import assert_error, submit_until_accepted, wait_for_state
 from tests.services import wait_until
 
 pytestmark = pytest.mark.integration
@@ -18,14 +18,6 @@ pytestmark = pytest.mark.integration
 
 def job_keys(chaos) -> int:
     return sum(1 for _ in chaos.store.scan_iter("taskplane:job:*", count=1000))
-
-
-def submit_until_accepted(api, timeout=60):
-    def attempt():
-        response = api.post("/jobs", json={"type": "diagnostics.echo", "payload": {}})
-        return response.json()["id"] if response.status_code == 202 else None
-
-    return wait_until(attempt, timeout, 0.5, what="a submission to be accepted again")
 
 
 def test_broker_down_is_503_with_retry_after_and_no_job_record(chaos):
@@ -47,12 +39,7 @@ def test_broker_down_is_503_with_retry_after_and_no_job_record(chaos):
         finally:
             chaos.rabbit.start_app()
         job_id = submit_until_accepted(api)
-        wait_until(
-            lambda: api.get(f"/jobs/{job_id}").json()["state"] == "succeeded",
-            60,
-            0.2,
-            what="a job accepted after the broker came back to run",
-        )
+        wait_for_state(api, job_id, "succeeded", 60)
 
 
 def test_redis_down_is_503_for_what_needs_it_and_the_rest_still_answers(chaos):
@@ -72,12 +59,7 @@ def test_redis_down_is_503_for_what_needs_it_and_the_rest_still_answers(chaos):
             assert api.get("/openapi.json").status_code == 200
         finally:
             chaos.redis_node.start()
-        wait_until(
-            lambda: api.get(f"/jobs/{known}").json()["state"] == "succeeded",
-            60,
-            0.2,
-            what="the job accepted before the outage to finish",
-        )
+        wait_for_state(api, known, "succeeded", 60)
 
 
 def test_a_message_the_web_gave_up_on_is_not_run(chaos):
@@ -96,12 +78,7 @@ def test_a_message_the_web_gave_up_on_is_not_run(chaos):
     )
     with httpx.Client(base_url=chaos.web_url, timeout=30) as api:
         control = submit_until_accepted(api)
-        wait_until(
-            lambda: api.get(f"/jobs/{control}").json()["state"] == "succeeded",
-            30,
-            0.2,
-            what="a job published after the ghost to run",
-        )
+        wait_for_state(api, control, "succeeded", 30)
         wait_until(
             lambda: _queue_idle(chaos, "diagnostics"),
             30,
@@ -131,12 +108,7 @@ def test_a_scheduled_job_survives_a_broker_restart_while_it_waits(chaos):
         assert job["state"] == "scheduled"
         chaos.rabbit.restart()
         assert api.get(f"/jobs/{job['id']}").json()["state"] == "scheduled"
-        wait_until(
-            lambda: api.get(f"/jobs/{job['id']}").json()["state"] == "succeeded",
-            60,
-            0.5,
-            what="the scheduled job to run after the restart",
-        )
+        wait_for_state(api, job["id"], "succeeded", 60)
     assert chaos.store.hget("taskplane:diagnostics:effects", job["id"]) == b"1"
 
 

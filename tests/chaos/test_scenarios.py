@@ -14,6 +14,7 @@ import pytest
 
 from tests.chaos.conftest import CHAOS_JOBS
 from tests.chaos.harness import Submitter, account, sleep_jobs, states
+from tests.integration.helpers import submit_until_accepted, wait_for_state
 from tests.services import wait_until
 
 pytestmark = pytest.mark.chaos
@@ -162,15 +163,4 @@ def test_7_countdown_does_not_hold_back_immediate_jobs(chaos, record_outcome):
 
 def _assert_fresh_job_runs(chaos):
     with httpx.Client(base_url=chaos.web_url, timeout=10) as api:
-        job = wait_until(lambda: _accepted(api), 30, 0.5, what="a submit to be accepted")
-        wait_until(
-            lambda: api.get(f"/jobs/{job}").json()["state"] == "succeeded",
-            30,
-            0.2,
-            what="a fresh job to run after the outage",
-        )
-
-
-def _accepted(api):
-    response = api.post("/jobs", json={"type": "diagnostics.echo", "payload": {}})
-    return response.json()["id"] if response.status_code == 202 else None
+        wait_for_state(api, submit_until_accepted(api, timeout=30), "succeeded", 30)

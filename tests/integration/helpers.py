@@ -42,3 +42,25 @@ def assert_error(response: httpx.Response, status: int, code: str | None = None)
     if code is not None:
         assert body["error"]["code"] == code, body
     return body["error"]
+
+
+def submit_until_accepted(api: httpx.Client, timeout: float = 60) -> str:
+    """Submit an echo job, retrying through 503s (an outage ending); returns its id."""
+    from tests.services import wait_until
+
+    def attempt() -> str | None:
+        response = api.post("/jobs", json={"type": "diagnostics.echo", "payload": {}})
+        return response.json()["id"] if response.status_code == 202 else None
+
+    return wait_until(attempt, timeout, 0.5, what="a submission to be accepted")
+
+
+def wait_for_state(api: httpx.Client, job_id: str, state: str, timeout: float = 60) -> None:
+    from tests.services import wait_until
+
+    wait_until(
+        lambda: api.get(f"/jobs/{job_id}").json()["state"] == state,
+        timeout,
+        0.2,
+        what=f"job {job_id} to be {state}",
+    )
