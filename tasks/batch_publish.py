@@ -14,7 +14,11 @@ from typing import Any
 
 import amqp
 from amqp import spec
-from amqp.exceptions import MessageNacked
+from amqp.exceptions import (
+    ChannelError,
+    MessageNacked,
+    RecoverableConnectionError,
+)
 from kombu.common import maybe_declare
 from kombu.serialization import dumps
 from opentelemetry import propagate
@@ -24,6 +28,10 @@ from tasks.queues import JOB_EXCHANGE
 
 class ConfirmTimeout(TimeoutError):
     """The broker did not confirm every message of the batch in time."""
+
+
+# A dead or closed connection: worth one more try on a fresh one.
+RETRYABLE_ERRORS = (OSError, RecoverableConnectionError, ChannelError)
 
 
 def build_message(app: Any, job_id: str, job_type: str, payload: dict, headers: dict) -> Any:
@@ -36,14 +44,16 @@ def build_message(app: Any, job_id: str, job_type: str, payload: dict, headers: 
 def publish_confirmed(app: Any, messages: list[tuple[str, Any]], timeout_s: float) -> None:
     """Publish (routing_key, task message) pairs; return once RabbitMQ confirmed all of them.
 
-    One more try on a fresh connection if the first is not confirmed in time
-    (a pooled connection can be dead without knowing it). A message that did
-    arrive the first time arrives twice under the same job id; the worker runs
-    a job id once (see tasks/jobstore.py, _START).
+    One more try on a fresh connection if the first fails on the connection or
+    is not confirmed in time: a pooled connection can be dead without knowing
+    it (missed heartbeats while the web was idle, a proxy's idle cut, a broker
+    restart). A refusal (nack) is final. A message that did arrive the first
+    time arrives twice under the same job id; the worker runs a job id once
+    (see tasks/jobstore.py, _START).
     """
     try:
         _publish_once(app, messages, timeout_s / 2)
-    except ConfirmTimeout:
+    except (ConfirmTimeout, *RETRYABLE_ERRORS):
         _publish_once(app, messages, timeout_s / 2, fresh=True)
 
 

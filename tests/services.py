@@ -237,7 +237,14 @@ class Platform:
         self._dead(process)
         return process, base
 
-    def start_flower(self, basic_auth: str, timeout: float = 30) -> tuple[Process, str]:
+    def start_flower(
+        self, basic_auth: str, sees_worker: str, timeout: float = 30
+    ) -> tuple[Process, str]:
+        """Flower, returned once its event receiver has heard ``sees_worker``'s heartbeat.
+
+        Flower answers /healthcheck before it consumes events; a job run in
+        between is never in its task list (its event queue did not exist yet).
+        """
         port = free_port()
         argv = [str(VENV_BIN / "celery"), "-A", "tasks", "flower"]
         env = {"FLOWER_PORT": str(port), "FLOWER_BASIC_AUTH": basic_auth}
@@ -250,6 +257,18 @@ class Platform:
             ),
             timeout,
             what="Flower to answer",
+        )
+        user, password = basic_auth.split(":", 1)
+        wait_until(
+            lambda: (
+                self._dead(process)
+                or httpx.get(base + "/api/workers?status=1", auth=(user, password), timeout=2)
+                .json()
+                .get(sees_worker)
+            ),
+            timeout,
+            0.5,
+            what=f"Flower to receive {sees_worker}'s events",
         )
         return process, base
 

@@ -209,3 +209,24 @@ def test_ready_flips_to_503_when_a_queue_has_no_consumer(chaos):
                 what="add_consumer to reach the workers",
             )
         _wait_ready(api, 200)
+
+
+def test_submits_after_the_broker_dropped_the_webs_connections_are_accepted(chaos):
+    """An idle web's pooled connections can be dead (missed heartbeats, a proxy's
+    idle cut, a broker restart): the next submit must reconnect, not answer 503."""
+    batch = {"jobs": [{"type": "diagnostics.echo", "payload": {"data": n}} for n in range(5)]}
+    with httpx.Client(base_url=chaos.web_url, timeout=30) as api:
+        for _ in range(4):  # every gunicorn worker gets a pooled connection
+            assert api.post("/jobs/batch", json=batch).status_code == 202
+            submit_until_accepted(api)
+        chaos.rabbit.ctl("close_all_connections", "test: connections dropped")
+        accepted = []
+        for _ in range(4):
+            response = api.post("/jobs/batch", json=batch)
+            assert response.status_code == 202, response.text
+            accepted += [job["id"] for job in response.json()["jobs"]]
+            response = api.post("/jobs", json={"type": "diagnostics.echo", "payload": {}})
+            assert response.status_code == 202, response.text
+            accepted.append(response.json()["id"])
+        for job_id in accepted:
+            wait_for_state(api, job_id, "succeeded", 60)

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_flower_lists_the_worker_and_the_jobs_it_ran(api, platform, worker):
-    _, flower = platform.start_flower(basic_auth="ops:s3cret")
+    _, flower = platform.start_flower(basic_auth="ops:s3cret", sees_worker=worker.node)
     assert httpx.get(f"{flower}/api/workers", timeout=5).status_code == 401
     with httpx.Client(base_url=flower, timeout=10, auth=("ops", "s3cret")) as client:
         wait_until(

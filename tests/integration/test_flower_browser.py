@@ -47,7 +47,7 @@ def chromium(url: str, *extra: str) -> str:
     CHROMIUM is None, reason="Chromium is not installed: run scripts/ensure-test-tools.sh as root"
 )
 def test_flower_shows_the_worker_online_and_the_job_in_the_tasks_view(api, platform, worker):
-    _, flower = platform.start_flower(basic_auth="ops:s3cret")
+    _, flower = platform.start_flower(basic_auth="ops:s3cret", sees_worker=worker.node)
     job = submit(api, "diagnostics.echo", {"data": "for the browser"})
     assert follow(api, job["id"])[0]["state"] == "succeeded"
     with httpx.Client(base_url=flower, auth=("ops", "s3cret"), timeout=10) as client:
