@@ -103,6 +103,10 @@ taskplane_delivery_limit = 5
 taskplane_smtp_host = os.environ.get("SMTP_HOST", "127.0.0.1")
 taskplane_smtp_port = int(os.environ.get("SMTP_PORT", "8025"))
 taskplane_mail_from = os.environ.get("TASKPLANE_MAIL_FROM", "taskplane@example.com")
+# How long the web waits for RabbitMQ to confirm a job's message before it
+# answers 503 (a batch of n jobs gets n/50 s more). Quorum queues confirm once
+# a majority fsynced the message.
+taskplane_confirm_timeout_s = float(os.environ.get("TASKPLANE_CONFIRM_TIMEOUT_S", "3"))
 # How long an Idempotency-Key keeps returning the job it first created.
 taskplane_idempotency_ttl_s = 24 * 3600
 # Log lines as JSON (production always; elsewhere with TASKPLANE_LOG_JSON=1).

@@ -19,10 +19,10 @@ from app.jobs import check_urls
 from app.jsonbody import read_json_object
 from app.metrics import job_submitted, publish_failed
 from app.models import JobSubmission, validate_json_payload, validation_details
-from app.submit import CONFIRM_TIMEOUT_S, PUBLISH_ERRORS, BrokerUnavailable, unavailable
+from app.submit import PUBLISH_ERRORS, BrokerUnavailable, confirm_timeout_s, unavailable
 from tasks.base import RECORDED_HEADER
-from tasks.batch_publish import ConfirmTimeout, build_message, publish_confirmed
 from tasks.jobstore import utcnow
+from tasks.publisher import ConfirmTimeout, build_message
 
 bp = Blueprint("batch", __name__)
 logger = logging.getLogger("taskplane.web")
@@ -115,9 +115,7 @@ def create_batch() -> tuple[Response, int]:
         for job_id, (jt, payload) in zip(ids, jobs, strict=True)
     ]
     try:
-        # The broker confirms a quorum-queue message once a majority wrote it;
-        # a big batch gets a proportionally longer bound than a single job.
-        publish_confirmed(celery, messages, CONFIRM_TIMEOUT_S + len(messages) / 50)
+        celery.publisher.publish(messages, confirm_timeout_s(celery, len(messages)))
     except (*PUBLISH_ERRORS, ConfirmTimeout) as exc:
         logger.warning("batch of %d not confirmed: %r", len(ids), exc)
         _forget(store, ids)

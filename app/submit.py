@@ -21,12 +21,11 @@ from app.errors import ApiError
 from tasks.base import RECORDED_HEADER
 from tasks.factory import TaskplaneCelery
 from tasks.jobstore import rfc3339
+from tasks.publisher import ConfirmTimeout, build_message
 from tasks.registry import JobType
 
 logger = logging.getLogger("taskplane.web")
 RETRY_AFTER_S = "5"
-# How long the broker may take to confirm one publish before we answer 503.
-CONFIRM_TIMEOUT_S = 3.0
 PUBLISH_ERRORS = (OperationalError, AMQPError, MessageNacked, OSError)
 
 
@@ -72,22 +71,33 @@ def submit_job(celery: TaskplaneCelery, submission: Submission, job_id: str | No
         raise unavailable("job storage") from exc
     try:
         if countdown:
+            # Native delayed delivery routes through Celery's own exchanges.
             ensure_delayed_delivery(celery)
-        celery.send_task(
-            job_type.name,
-            args=(submission.payload,),
-            task_id=job_id,
-            queue=job_type.queue,
-            ignore_result=True,
-            countdown=countdown,
-            headers={RECORDED_HEADER: True},
-            confirm_timeout=CONFIRM_TIMEOUT_S,
-        )
-    except PUBLISH_ERRORS as exc:
+            celery.send_task(
+                job_type.name,
+                args=(submission.payload,),
+                task_id=job_id,
+                queue=job_type.queue,
+                ignore_result=True,
+                countdown=countdown,
+                headers={RECORDED_HEADER: True},
+                confirm_timeout=confirm_timeout_s(celery),
+            )
+        else:
+            message = build_message(
+                celery, job_id, job_type.name, submission.payload, {RECORDED_HEADER: True}
+            )
+            celery.publisher.publish([(job_type.queue, message)], confirm_timeout_s(celery))
+    except (*PUBLISH_ERRORS, ConfirmTimeout) as exc:
         logger.warning("broker did not confirm job %s: %s", job_id, exc)
         forget(celery, job_id)
         raise BrokerUnavailable() from exc
     return record
+
+
+def confirm_timeout_s(celery: TaskplaneCelery, jobs: int = 1) -> float:
+    """How long the broker may take to confirm ``jobs`` messages before we answer 503."""
+    return float(celery.conf.taskplane_confirm_timeout_s) + (jobs - 1) / 50
 
 
 def _countdown(run_at: datetime | None) -> int | None:

@@ -16,6 +16,7 @@ from tasks.consumers import apply_at_worker_start, apply_worker_group
 from tasks.deaths import DeathWatcher
 from tasks.jobstore import JobStore, redis_client
 from tasks.logging_setup import configure_logging
+from tasks.publisher import JobPublisher
 from tasks.queues import dead_letter_queues, deaths_queue, job_queues, queue_names
 from tasks.registry import JobType, enabled_job_types
 from tasks.telemetry import instrument_worker_process
@@ -38,6 +39,11 @@ class TaskplaneCelery(Celery):
         # redis-py resets its pool in a forked child, so this is fork-safe.
         client = redis_client(self.conf.result_backend, patient=self.patient_storage)
         return JobStore(client, int(self.conf.result_expires))
+
+    @cached_property
+    def publisher(self) -> JobPublisher:
+        """Confirmed publishing of job messages (the web's submit path)."""
+        return JobPublisher(self)
 
 
 class DeclareDeadLetterQueues(bootsteps.StartStopStep):

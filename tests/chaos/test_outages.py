@@ -230,3 +230,23 @@ def test_submits_after_the_broker_dropped_the_webs_connections_are_accepted(chao
             accepted.append(response.json()["id"])
         for job_id in accepted:
             wait_for_state(api, job_id, "succeeded", 60)
+
+
+def test_a_deleted_queue_is_declared_again_by_the_next_submit(chaos):
+    """Publishes are mandatory: a message no queue takes is not a 202, it is a retry."""
+    with httpx.Client(base_url=chaos.web_url, timeout=30) as api:
+        for _ in range(8):  # the web's publishing threads have declared the queue
+            submit_until_accepted(api)
+        chaos.rabbit.ctl("delete_queue", "diagnostics")
+        accepted = []
+        for _ in range(4):
+            response = api.post("/jobs", json={"type": "diagnostics.echo", "payload": {}})
+            assert response.status_code == 202, response.text
+            accepted.append(response.json()["id"])
+        # Celery workers do not come back to a queue deleted under them (the
+        # readiness check reports it without consumers); restarted, they do.
+        for process in chaos.workers.values():
+            process.stop()
+        chaos.ensure_workers()
+        for job_id in accepted:
+            wait_for_state(api, job_id, "succeeded", 90)

@@ -1,0 +1,266 @@
+"""Publishing job messages with publisher confirms, fast.
+
+Celery's ``send_task`` waits for a confirm of the job and then publishes the
+``task-sent`` event through the same confirm-mode producer while holding the
+process-wide event dispatcher's lock, so a web process's threads queue up
+behind one another's confirm round trips; kombu's retry and declare wrappers
+add ~1 ms of Python per submit on top. Profiling the web under load (py-spy,
+see README "Benchmark") put ~35% of its CPU there.
+
+So the web publishes itself, on py-amqp directly (neither Celery nor kombu
+offers pipelined confirms or a confirm-mode channel kept per thread):
+
+* each thread keeps a *lane*: one broker connection with a confirm-mode
+  channel for jobs and a plain channel for events, so threads wait for their
+  confirms side by side;
+* a batch goes out on the lane in one go and is confirmed once for all;
+* job messages are built by Celery (``app.amqp.as_task_v2``), so workers and
+  Flower see ordinary protocol-2 task messages and ``task-sent`` events;
+* messages are published ``mandatory``: a message no queue would take comes
+  back instead of being confirmed, so a 202 means a queue holds the job.
+
+A lane that fails in any way is dropped, never reused: a confirm that arrives
+late can never be taken for the confirm of a later publish.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import amqp
+from amqp import spec
+from amqp.exceptions import ChannelError, MessageNacked, RecoverableConnectionError
+from celery.events.event import Event, get_exchange
+from celery.utils.nodenames import anon_nodename
+from celery.utils.time import utcoffset
+from kombu.serialization import dumps
+from opentelemetry import propagate
+
+from tasks.queues import JOB_EXCHANGE
+
+logger = logging.getLogger("taskplane.publisher")
+
+# A dead or closed connection, or a message the broker could not route (the
+# queue was deleted): worth one more try on a fresh connection, which declares
+# the queues again. A nack is final.
+RETRYABLE_ERRORS = (OSError, RecoverableConnectionError, ChannelError)
+
+
+class ConfirmTimeout(TimeoutError):
+    """The broker did not confirm every message in time."""
+
+
+def build_message(app: Any, job_id: str, job_type: str, payload: dict, headers: dict) -> Any:
+    """A protocol-2 task message, carrying the request's trace context."""
+    message = app.amqp.as_task_v2(
+        job_id,
+        job_type,
+        args=(payload,),
+        ignore_result=True,
+        create_sent_event=bool(app.conf.task_send_sent_event),
+    )
+    message.headers.update(headers)
+    propagate.inject(message.headers)
+    return message
+
+
+class JobPublisher:
+    """Publishes job messages and returns once RabbitMQ confirmed all of them."""
+
+    def __init__(self, app: Any):
+        self.app = app
+        self._local = threading.local()
+        self._pid = os.getpid()
+        self.hostname = anon_nodename()
+
+    def publish(self, messages: list[tuple[str, Any]], timeout_s: float) -> None:
+        """Publish (queue name, task message) pairs, all confirmed within ``timeout_s``.
+
+        One more try on a fresh connection if the first fails on the
+        connection or is not confirmed in time: a kept connection can be dead
+        without knowing it (missed heartbeats while the web was idle, a
+        proxy's idle cut, a broker restart). A message that did arrive the
+        first time arrives twice under the same job id; the worker runs a job
+        id once (see tasks/jobstore.py, _START).
+        """
+        deadline = time.monotonic() + timeout_s
+        try:
+            # A slow broker is the likelier cause of a missing confirm, so the
+            # first try gets most of the time; errors on a dead one come fast.
+            self._lane().publish(messages, timeout_s * 2 / 3)
+        except (ConfirmTimeout, *RETRYABLE_ERRORS) as exc:
+            self._drop_lane()
+            logger.info("publish failed on a kept connection, retrying on a fresh one: %r", exc)
+            try:
+                remaining = max(deadline - time.monotonic(), timeout_s / 3)
+                self._lane().publish(messages, remaining)
+            except BaseException:
+                self._drop_lane()
+                raise
+        except BaseException:
+            self._drop_lane()
+            raise
+        self._lane().send_sent_events(messages, self.hostname)
+
+    def _lane(self) -> _Lane:
+        if self._pid != os.getpid():  # forked: never share a socket with the parent
+            self._local, self._pid = threading.local(), os.getpid()
+        lane = getattr(self._local, "lane", None)
+        if lane is None:
+            lane = self._local.lane = _Lane(self.app)
+        return lane
+
+    def _drop_lane(self) -> None:
+        lane = getattr(self._local, "lane", None)
+        self._local.lane = None
+        if lane is not None:
+            lane.close()
+
+
+class _Lane:
+    """One thread's broker connection: a confirm-mode channel for jobs, one for events."""
+
+    def __init__(self, app: Any):
+        self.app = app
+        self.connection = app.connection_for_write()
+        self.connection.ensure_connection(max_retries=1)
+        self.jobs: amqp.Channel = self.connection.connection.channel()
+        self.jobs.confirm_select()
+        self.jobs.events["basic_ack"].add(self._on_ack)
+        self.jobs.events["basic_nack"].add(self._on_nack)
+        self.published = 0  # delivery tags used so far on the jobs channel
+        self.pending: set[int] = set()
+        self.nacked: list[int] = []
+        self.declared: set[str] = set()
+        self.events: amqp.Channel | None = None
+        self.events_broken = False
+
+    def publish(self, messages: list[tuple[str, Any]], timeout_s: float) -> None:
+        for queue_name in {queue for queue, _ in messages} - self.declared:
+            self.app.amqp.queues[queue_name](self.jobs).declare()
+            self.declared.add(queue_name)
+        first = self.published + 1
+        with _coalesced_writes(self.connection.connection.transport, len(messages) > 1):
+            for routing_key, message in messages:
+                self.published += 1
+                self.pending.add(self.published)
+                # The unconfirmed publish: the confirms are collected together below.
+                self.jobs._basic_publish(  # noqa: SLF001
+                    _amqp_message(message, delivery_mode=2),
+                    exchange=JOB_EXCHANGE.name,
+                    routing_key=routing_key,
+                    mandatory=True,
+                )
+        self._wait_for_confirms(first, len(messages), timeout_s)
+
+    def _wait_for_confirms(self, first: int, count: int, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.pending and not self.nacked:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ConfirmTimeout(f"{len(self.pending)} of {count} messages not confirmed")
+            try:
+                self.jobs.wait([spec.Basic.Ack, spec.Basic.Nack], timeout=remaining)
+            except TimeoutError as exc:
+                raise ConfirmTimeout(
+                    f"{len(self.pending)} of {count} messages not confirmed"
+                ) from exc
+        if self.nacked:
+            raise MessageNacked(f"the broker refused {len(self.nacked)} of {count} messages")
+
+    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
+        if multiple:
+            self.pending = {tag for tag in self.pending if tag > delivery_tag}
+        else:
+            self.pending.discard(delivery_tag)
+
+    def _on_nack(self, delivery_tag: int, multiple: bool, *_: Any) -> None:
+        self.nacked.append(delivery_tag)
+        self._on_ack(delivery_tag, multiple)
+
+    def send_sent_events(self, messages: list[tuple[str, Any]], hostname: str) -> None:
+        """``task-sent`` for Flower: best effort, unconfirmed, never fails a submit."""
+        if self.events_broken or not messages or messages[0][1].sent_event is None:
+            return
+        try:
+            exchange = self.app.conf.event_exchange
+            if self.events is None:
+                channel = self.connection.connection.channel()
+                get_exchange(self.connection, name=exchange)(channel).declare()
+                self.events = channel
+            pid, offset, clock = os.getpid(), utcoffset(), self.app.clock
+            headers = {"hostname": hostname}
+            transport = self.connection.connection.transport
+            with _coalesced_writes(transport, len(messages) > 1):
+                for routing_key, message in messages:
+                    event = Event(
+                        "task-sent",
+                        hostname=hostname,
+                        utcoffset=offset,
+                        pid=pid,
+                        clock=clock.forward(),
+                        queue=routing_key,
+                        exchange=JOB_EXCHANGE.name,
+                        routing_key=routing_key,
+                        **message.sent_event,
+                    )
+                    content_type, encoding, body = dumps(event, serializer="json")
+                    self.events._basic_publish(  # noqa: SLF001
+                        amqp.Message(
+                            body,
+                            content_type=content_type,
+                            content_encoding=encoding,
+                            application_headers=headers,
+                            delivery_mode=1,
+                        ),
+                        exchange=exchange,
+                        routing_key="task.sent",
+                    )
+        except Exception as exc:  # noqa: BLE001 - events are optional; jobs are not
+            logger.warning("task-sent events are off on this connection: %r", exc)
+            self.events_broken = True
+
+    def close(self) -> None:
+        try:
+            self.connection.close()
+        except Exception:  # noqa: BLE001, S110 - it is being dropped because it failed
+            pass
+
+
+@contextmanager
+def _coalesced_writes(transport: Any, enabled: bool) -> Iterator[None]:
+    """Send a batch's frames with one ``sendall`` instead of one per message.
+
+    py-amqp writes every message with its own system call, which was most of
+    a 1,000-job batch's time; its transport has no buffering of its own, so
+    its writer is pointed at a buffer for the duration of the batch.
+    """
+    if not enabled:
+        yield
+        return
+    frames = bytearray()
+    send = transport._write  # noqa: SLF001
+    transport._write = frames.extend  # noqa: SLF001 - copies: py-amqp reuses its frame buffer
+    try:
+        yield
+    finally:
+        transport._write = send  # noqa: SLF001
+    transport.write(bytes(frames))
+
+
+def _amqp_message(message: Any, delivery_mode: int) -> amqp.Message:
+    content_type, encoding, body = dumps(message.body, serializer="json")
+    return amqp.Message(
+        body,
+        content_type=content_type,
+        content_encoding=encoding,
+        application_headers=message.headers,
+        delivery_mode=delivery_mode,
+        **message.properties,
+    )
