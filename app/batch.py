@@ -8,6 +8,7 @@ round trip, the messages published with pipelined confirms, and the answer is
 
 import logging
 import uuid
+from collections import Counter
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
@@ -22,11 +23,12 @@ from app.models import JobSubmission, validate_json_payload, validation_details
 from app.submit import PUBLISH_ERRORS, BrokerUnavailable, confirm_timeout_s, unavailable
 from tasks.base import RECORDED_HEADER
 from tasks.jobstore import utcnow
-from tasks.publisher import ConfirmTimeout, build_message
+from tasks.publisher import ConfirmTimeout
 
 bp = Blueprint("batch", __name__)
 logger = logging.getLogger("taskplane.web")
 MAX_BATCH = 1000
+ID_SLOT = "00000000-0000-0000-0000-000000000000"
 
 
 def _validate(items: Any) -> list[tuple[Any, dict]]:
@@ -111,7 +113,7 @@ def create_batch() -> tuple[Response, int]:
     except RedisError as exc:
         raise unavailable("job storage") from exc
     messages = [
-        (jt.queue, build_message(celery, job_id, jt.name, payload, {RECORDED_HEADER: True}))
+        (jt.queue, celery.publisher.build(job_id, jt.name, payload, {RECORDED_HEADER: True}))
         for job_id, (jt, payload) in zip(ids, jobs, strict=True)
     ]
     try:
@@ -119,13 +121,14 @@ def create_batch() -> tuple[Response, int]:
     except (*PUBLISH_ERRORS, ConfirmTimeout) as exc:
         logger.warning("batch of %d not confirmed: %r", len(ids), exc)
         _forget(store, ids)
-        for jt, _ in jobs:
-            publish_failed(jt.name)
+        for name, count in Counter(jt.name for jt, _ in jobs).items():
+            publish_failed(name, count)
         raise BrokerUnavailable() from exc
-    for jt, _ in jobs:
-        job_submitted(jt.name)
+    for name, count in Counter(jt.name for jt, _ in jobs).items():
+        job_submitted(name, count)
+    location = url_for("jobs.get_job", job_id=ID_SLOT)  # built once, not once per job
     return jsonify(
-        {"jobs": [{**r, "location": url_for("jobs.get_job", job_id=r["id"])} for r in records]}
+        {"jobs": [{**r, "location": location.replace(ID_SLOT, r["id"])} for r in records]}
     ), 202
 
 

@@ -131,12 +131,12 @@ def _observe(response: Response) -> Response:
     return response
 
 
-def job_submitted(job_type: str) -> None:
-    current_app.extensions["metrics"].submitted.labels(job_type).inc()
+def job_submitted(job_type: str, count: int = 1) -> None:
+    current_app.extensions["metrics"].submitted.labels(job_type).inc(count)
 
 
-def publish_failed(job_type: str) -> None:
-    current_app.extensions["metrics"].publish_failures.labels(job_type).inc()
+def publish_failed(job_type: str, count: int = 1) -> None:
+    current_app.extensions["metrics"].publish_failures.labels(job_type).inc(count)
 
 
 @bp.get("/metrics")

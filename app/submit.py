@@ -21,7 +21,7 @@ from app.errors import ApiError
 from tasks.base import RECORDED_HEADER
 from tasks.factory import TaskplaneCelery
 from tasks.jobstore import rfc3339
-from tasks.publisher import ConfirmTimeout, build_message
+from tasks.publisher import ConfirmTimeout
 from tasks.registry import JobType
 
 logger = logging.getLogger("taskplane.web")
@@ -84,8 +84,8 @@ def submit_job(celery: TaskplaneCelery, submission: Submission, job_id: str | No
                 confirm_timeout=confirm_timeout_s(celery),
             )
         else:
-            message = build_message(
-                celery, job_id, job_type.name, submission.payload, {RECORDED_HEADER: True}
+            message = celery.publisher.build(
+                job_id, job_type.name, submission.payload, {RECORDED_HEADER: True}
             )
             celery.publisher.publish([(job_type.queue, message)], confirm_timeout_s(celery))
     except (*PUBLISH_ERRORS, ConfirmTimeout) as exc:
