@@ -56,6 +56,9 @@ RETRYABLE_ERRORS = (OSError, RecoverableConnectionError, ChannelError)
 # Celery's bound for the argsrepr header (celery.app.amqp.AMQP.argsrepr_maxsize).
 ARGSREPR_MAXSIZE = 1024
 EVENT_WRITE_TIMEOUT_S = 1.0
+# A batch is written in chunks of about this size: few system calls, and the
+# web's memory stays flat however big the batch.
+COALESCE_BYTES = 256 * 1024
 PUBLISH_ARGS = "Bssbb"  # Basic.Publish: ticket, exchange, routing key, mandatory, immediate
 
 
@@ -252,7 +255,7 @@ class _Lane:
 
 @contextmanager
 def _coalesced_writes(transport: Any, enabled: bool, timeout_s: float) -> Iterator[None]:
-    """Send a batch's frames with one ``sendall`` instead of one per message.
+    """Send a batch's frames in a few large writes instead of one per message.
 
     py-amqp writes every message with its own system call; its transport has
     no buffering of its own, so its writer is pointed at a buffer for the
@@ -264,13 +267,24 @@ def _coalesced_writes(transport: Any, enabled: bool, timeout_s: float) -> Iterat
         return
     frames = bytearray()
     send = transport._write  # noqa: SLF001
-    transport._write = frames.extend  # noqa: SLF001 - copies: py-amqp reuses its frame buffer
+
+    def flush() -> None:
+        with transport.having_timeout(timeout_s):
+            send(frames)
+        frames.clear()
+
+    def collect(frame: Any) -> None:
+        frames.extend(frame)  # a copy: py-amqp reuses its frame buffer
+        if len(frames) >= COALESCE_BYTES:
+            flush()
+
+    transport._write = collect  # noqa: SLF001
     try:
         yield
     finally:
         transport._write = send  # noqa: SLF001
-    with transport.having_timeout(timeout_s):
-        transport.write(bytes(frames))
+    if frames:
+        flush()
 
 
 def _amqp_message(message: Any, delivery_mode: int) -> amqp.Message:
