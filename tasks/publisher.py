@@ -214,34 +214,40 @@ class _Lane:
                 get_exchange(self.connection, name=exchange)(channel).declare()
                 self.events = channel
             pid, offset, clock = os.getpid(), utcoffset(), self.app.clock
-            headers = {"hostname": hostname}
-            send = self.events.send_method
-            with _coalesced_writes(self.transport, len(messages) > 1, EVENT_WRITE_TIMEOUT_S):
-                for routing_key, message in messages:
-                    event = Event(
-                        "task-sent",
-                        hostname=hostname,
-                        utcoffset=offset,
-                        pid=pid,
-                        clock=clock.forward(),
-                        queue=routing_key,
-                        exchange=JOB_EXCHANGE.name,
-                        routing_key=routing_key,
-                        **message.sent_event,
-                    )
-                    content_type, encoding, body = dumps(event, serializer="json")
-                    send(
-                        spec.Basic.Publish,
-                        PUBLISH_ARGS,
-                        (0, exchange, "task.sent", False, False),
-                        amqp.Message(
-                            body,
-                            content_type=content_type,
-                            content_encoding=encoding,
-                            application_headers=headers,
-                            delivery_mode=1,
-                        ),
-                    )
+            events = [
+                Event(
+                    "task-sent",
+                    hostname=hostname,
+                    utcoffset=offset,
+                    pid=pid,
+                    clock=clock.forward(),
+                    queue=routing_key,
+                    exchange=JOB_EXCHANGE.name,
+                    routing_key=routing_key,
+                    **message.sent_event,
+                )
+                for routing_key, message in messages
+            ]
+            # A batch's events travel as one list, as Celery's own dispatcher
+            # sends buffered task events ("task.multi"); receivers such as
+            # Flower's unpack it.
+            body, routing_key = (
+                (events[0], "task.sent") if len(events) == 1 else (events, "task.multi")
+            )
+            content_type, encoding, data = dumps(body, serializer="json")
+            with self.transport.having_timeout(EVENT_WRITE_TIMEOUT_S):
+                self.events.send_method(
+                    spec.Basic.Publish,
+                    PUBLISH_ARGS,
+                    (0, exchange, routing_key, False, False),
+                    amqp.Message(
+                        data,
+                        content_type=content_type,
+                        content_encoding=encoding,
+                        application_headers={"hostname": hostname},
+                        delivery_mode=1,
+                    ),
+                )
         except Exception as exc:  # noqa: BLE001 - events are optional; jobs are not
             logger.warning("task-sent events are off on this connection: %r", exc)
             self.events_broken = True
