@@ -1,8 +1,8 @@
 """Request ids, trace context and request logging for the web.
 
-OpenTelemetry's Flask instrumentation reads W3C ``traceparent`` (or starts a
-new trace) for every request; its Celery instrumentation writes the context
-into each job's message headers, so workers log the same ``trace_id``. Each
+Each request gets a server span that continues W3C ``traceparent`` (or starts
+a new trace; app/tracing.py); the job's message carries that context, so
+workers log the same ``trace_id``. Each
 response echoes ``X-Request-ID`` (the client's, if it sent a sane one).
 """
 
@@ -13,8 +13,8 @@ import uuid
 
 from flask import Flask, Response, g, has_request_context, request
 from opentelemetry.instrumentation.celery import CeleryInstrumentor
-from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
+from app import tracing
 from tasks.logging_setup import configure_logging
 from tasks.telemetry import configure_tracing
 
@@ -30,7 +30,7 @@ class RequestIdFilter(logging.Filter):
 
 def init_app(app: Flask, *, configure_logs: bool = False) -> None:
     configure_tracing("taskplane-web")
-    FlaskInstrumentor().instrument_app(app, excluded_urls="health/live,metrics")
+    tracing.init_app(app)
     celery_instrumentor = CeleryInstrumentor()
     if not celery_instrumentor.is_instrumented_by_opentelemetry:
         celery_instrumentor.instrument()
