@@ -99,8 +99,9 @@ class JobPublisher:
 
         One more try on a fresh connection if the first fails on the
         connection or is not confirmed in time: a kept connection can be dead
-        without knowing it (missed heartbeats while the web was idle, a
-        proxy's idle cut, a broker restart). A message that did arrive the
+        without knowing it (a broker restart or failover, a proxy's or load
+        balancer's idle cut; these connections run without heartbeats, as
+        Celery's producer connections do). A message that did arrive the
         first time arrives twice under the same job id; the worker runs a job
         id once (see tasks/jobstore.py, _START).
         """
