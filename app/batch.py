@@ -23,7 +23,6 @@ from app.models import JobSubmission, validate_json_payload, validation_details
 from app.submit import PUBLISH_ERRORS, BrokerUnavailable, confirm_timeout_s, unavailable
 from tasks.base import RECORDED_HEADER
 from tasks.jobstore import utcnow
-from tasks.publisher import ConfirmTimeout
 
 bp = Blueprint("batch", __name__)
 logger = logging.getLogger("taskplane.web")
@@ -116,15 +115,16 @@ def create_batch() -> tuple[Response, int]:
         (jt.queue, celery.publisher.build(job_id, jt.name, payload, {RECORDED_HEADER: True}))
         for job_id, (jt, payload) in zip(ids, jobs, strict=True)
     ]
+    per_type = Counter(jt.name for jt, _ in jobs)
     try:
         celery.publisher.publish(messages, confirm_timeout_s(celery, len(messages)))
-    except (*PUBLISH_ERRORS, ConfirmTimeout) as exc:
+    except PUBLISH_ERRORS as exc:
         logger.warning("batch of %d not confirmed: %r", len(ids), exc)
         _forget(store, ids)
-        for name, count in Counter(jt.name for jt, _ in jobs).items():
+        for name, count in per_type.items():
             publish_failed(name, count)
         raise BrokerUnavailable() from exc
-    for name, count in Counter(jt.name for jt, _ in jobs).items():
+    for name, count in per_type.items():
         job_submitted(name, count)
     location = url_for("jobs.get_job", job_id=ID_SLOT)  # built once, not once per job
     return jsonify(

@@ -9,5 +9,5 @@ taskplane_backoff_scale = 0.05
 result_expires = 3600
 # Shared CI machines can stall a quorum queue's fsync for seconds while the
 # fuzzer and the chaos suite load them; a 503 there is noise, not a finding.
-# (Tests of the bound itself set their own.)
+# (A stopped broker still answers 503 at once: the connection is refused.)
 taskplane_confirm_timeout_s = 10.0

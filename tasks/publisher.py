@@ -13,7 +13,7 @@ offers pipelined confirms or a confirm-mode channel kept per thread):
 * each thread keeps a *lane*: one broker connection with a confirm-mode
   channel for jobs and a plain channel for events, so threads wait for their
   confirms side by side;
-* a batch goes out on the lane in one go and is confirmed once for all;
+* a batch goes out on the lane in a few large writes and is confirmed once for all;
 * job messages are built by Celery (``app.amqp.as_task_v2``), so workers and
   Flower see ordinary protocol-2 task messages and ``task-sent`` events;
 * messages are published ``mandatory``: a message no queue would take comes
@@ -47,9 +47,9 @@ from tasks.queues import JOB_EXCHANGE
 
 logger = logging.getLogger("taskplane.publisher")
 
-# A dead or closed connection, or a message the broker could not route (the
-# queue was deleted): worth one more try on a fresh connection, which declares
-# the queues again. A nack is final.
+# A dead or closed connection, a missing confirm (ConfirmTimeout is an OSError)
+# or a message the broker could not route (the queue was deleted): worth one
+# more try on a fresh connection, which declares the queues again. A nack is final.
 RETRYABLE_ERRORS = (OSError, RecoverableConnectionError, ChannelError)
 
 
@@ -63,7 +63,7 @@ PUBLISH_ARGS = "Bssbb"  # Basic.Publish: ticket, exchange, routing key, mandator
 
 
 class ConfirmTimeout(TimeoutError):
-    """The broker did not confirm every message in time."""
+    """The broker did not confirm every message in time (an OSError, like any timeout)."""
 
 
 class JobPublisher:
@@ -110,7 +110,7 @@ class JobPublisher:
             # A slow broker is the likelier cause of a missing confirm, so the
             # first try gets most of the time; errors on a dead one come fast.
             self._lane().publish(messages, timeout_s * 2 / 3)
-        except (ConfirmTimeout, *RETRYABLE_ERRORS) as exc:
+        except RETRYABLE_ERRORS as exc:
             self._drop_lane()
             logger.info("publish failed on a kept connection, retrying on a fresh one: %r", exc)
             try:
@@ -162,7 +162,6 @@ class _Lane:
         for queue_name in {queue for queue, _ in messages} - self.declared:
             self.app.amqp.queues[queue_name](self.jobs).declare()
             self.declared.add(queue_name)
-        first = self.published + 1
         send = self.jobs.send_method
         with _coalesced_writes(self.transport, len(messages) > 1, timeout_s):
             for routing_key, message in messages:
@@ -177,9 +176,9 @@ class _Lane:
                     (0, JOB_EXCHANGE.name, routing_key, True, False),
                     _amqp_message(message, delivery_mode=2),
                 )
-        self._wait_for_confirms(first, len(messages), timeout_s)
+        self._wait_for_confirms(len(messages), timeout_s)
 
-    def _wait_for_confirms(self, first: int, count: int, timeout_s: float) -> None:
+    def _wait_for_confirms(self, count: int, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while self.pending and not self.nacked:
             remaining = deadline - time.monotonic()
