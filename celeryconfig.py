@@ -107,6 +107,10 @@ taskplane_mail_from = os.environ.get("TASKPLANE_MAIL_FROM", "taskplane@example.c
 # answers 503 (a batch of n jobs gets n/50 s more). Quorum queues confirm once
 # a majority fsynced the message.
 taskplane_confirm_timeout_s = float(os.environ.get("TASKPLANE_CONFIRM_TIMEOUT_S", "3"))
+# A job's claim on its side effect (webhook delivered, mail sent) lasts this
+# long unless the run performing it extends it, which it does every third of
+# it: after a worker is killed mid-effect, the job's rerun acts this much later.
+taskplane_effect_lease_s = 30
 # How long an Idempotency-Key keeps returning the job it first created.
 taskplane_idempotency_ttl_s = 24 * 3600
 # Log lines as JSON (production always; elsewhere with TASKPLANE_LOG_JSON=1).

@@ -7,7 +7,9 @@ message and RabbitMQ dead-letters it.
 """
 
 import logging
+import os
 import signal
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,7 +22,8 @@ from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from tasks.errors import PermanentError, TransientError
+from tasks.effect_lease import LeaseKeeper
+from tasks.errors import EffectInProgress, PermanentError, TransientError
 from tasks.jobstore import rfc3339
 
 if TYPE_CHECKING:
@@ -48,44 +51,55 @@ class JobContext:
     attempt: int
     settings: Any  # the Celery app's configuration (taskplane_* keys)
     store: "JobStore | None" = None
-    # How long a claimed effect may stay "in progress" before another run may
-    # assume its performer died: the job's hard time limit.
-    lease_s: float = 60
+    # How long a claim on an effect lasts unless its performer extends it (see
+    # tasks/effect_lease.py): how soon a rerun may act after its performer died.
+    lease_s: float = 30
 
     def once(self, effect: str, perform: Callable[[], T]) -> T:
         """Run ``perform`` unless this job already produced ``effect``; return its outcome.
 
         A job can run again after it acted (its worker died before the ack,
         Redis was down when it recorded success) or, briefly, twice at once (a
-        publish retried after a lost confirm). The effect is claimed before it
-        is performed and its outcome recorded the moment it happens: a rerun
-        returns the recorded outcome, and a run that finds the effect being
-        performed elsewhere retries later instead of acting in parallel.
-        Failures release the claim, so a retry may act.
+        publish retried after a lost confirm, a broker that redelivered a
+        message whose worker is still running it). The effect is claimed
+        before it is performed and its outcome recorded the moment it happens:
+        a rerun returns the recorded outcome, and a run that finds the effect
+        being performed elsewhere waits for that run instead of acting in
+        parallel. Failures release the claim, so a retry may act.
         """
         if self.store is None:
             return perform()
-        token = uuid.uuid4().hex
-        claim = self.store.claim_effect(self.job_id, effect, token, int(self.lease_s))
+        store, lease = self.store, int(self.lease_s)
+        token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        claim = store.claim_effect(self.job_id, effect, token, lease)
         if claim.done:
             logger.info("job %s already did %s; not doing it again", self.job_id, effect)
             return claim.outcome
         if not claim.claimed:
-            raise TransientError(
-                f"{effect} is in progress in another run of this job", retry_after=5
+            raise EffectInProgress(
+                f"{effect} is in progress in another run of this job ({claim.holder});"
+                f" waiting for it",
+                retry_after=claim.expires_in_s,
             )
         # Termination and soft-time-limit signals wait until the outcome is
         # recorded: a run stopped between acting and recording would make the
-        # next run act again. (SIGKILL cannot wait; a claim it leaves behind
-        # expires after the lease, and the job then retries.)
-        with deferred_signals():
+        # next run act again. (SIGKILL cannot wait; the claim it leaves behind
+        # lapses within a lease, and a rerun then acts.)
+        with (
+            deferred_signals(),
+            LeaseKeeper(
+                lambda: store.renew_effect(self.job_id, effect, token, lease),
+                lease,
+                f"{self.job_id}:{effect}",
+            ),
+        ):
             try:
                 outcome = perform()
             except Exception:
                 # Raised by the effect itself, so it did not happen: a retry may act.
-                self.store.release_effect(self.job_id, effect, token)
+                store.release_effect(self.job_id, effect, token)
                 raise
-            self.store.record_effect(self.job_id, effect, outcome)
+            store.record_effect(self.job_id, effect, outcome)
         return outcome
 
 
@@ -145,7 +159,7 @@ class JobTask(Task):
             attempt=outcome.attempt,
             settings=self.app.conf,
             store=self.app.jobstore,
-            lease_s=self.job_type.time_limit_s,
+            lease_s=float(self.app.conf.taskplane_effect_lease_s),
         )
         try:
             model = self.job_type.payload_model.model_validate(payload)
@@ -165,17 +179,8 @@ class JobTask(Task):
     def _retry_or_fail(self, exc: Exception, context: JobContext) -> BaseException:
         """Record the outcome and return what to raise: a Retry or the error itself."""
         error = describe_error(exc, context.attempt)
-        policy = self.job_type.retry
-        budget = (self.app.conf.taskplane_queues or {}).get(self.job_type.queue, {})
-        max_attempts = budget.get("max_attempts") or policy.max_attempts
-        if is_transient(exc) and context.attempt < max_attempts:
-            delay = whole_seconds(
-                policy.delay_after(
-                    context.attempt,
-                    retry_after=getattr(exc, "retry_after", None),
-                    scale=float(self.app.conf.taskplane_backoff_scale),
-                )
-            )
+        delay = self._retry_delay(exc, context.attempt)
+        if delay is not None:
             due = datetime.now(UTC) + timedelta(seconds=delay)
             self.app.jobstore.retrying(context.job_id, error, rfc3339(due))
             logger.warning(
@@ -201,6 +206,26 @@ class JobTask(Task):
             error["message"],
         )
         return exc
+
+    def _retry_delay(self, exc: Exception, attempt: int) -> int | None:
+        """Seconds until the next attempt, or None when the job fails now."""
+        if isinstance(exc, EffectInProgress):
+            # Waiting for another run's effect spends no attempt and is not
+            # scaled: it ends within one lease (that run finishes, or dies and
+            # stops extending its claim).
+            return whole_seconds(exc.retry_after or 1)
+        policy = self.job_type.retry
+        budget = (self.app.conf.taskplane_queues or {}).get(self.job_type.queue, {})
+        max_attempts = budget.get("max_attempts") or policy.max_attempts
+        if not is_transient(exc) or attempt >= max_attempts:
+            return None
+        return whole_seconds(
+            policy.delay_after(
+                attempt,
+                retry_after=getattr(exc, "retry_after", None),
+                scale=float(self.app.conf.taskplane_backoff_scale),
+            )
+        )
 
 
 def whole_seconds(delay: float) -> int:

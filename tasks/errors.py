@@ -16,3 +16,11 @@ class TransientError(Exception):
 
 class PermanentError(Exception):
     """Retrying cannot help (a 4xx answer, a refused recipient): fail at once."""
+
+
+class EffectInProgress(TransientError):
+    """Another run of this job is performing the effect right now.
+
+    Not a failure of this attempt: the job waits (``retry_after`` is what is left
+    of the other run's claim) without spending its attempt budget.
+    """

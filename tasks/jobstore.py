@@ -127,13 +127,22 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return nil
 """
 
-# KEYS: effect key. ARGV: token, lease. Returns nil when claimed, else what is held:
-# "done:<json outcome>" or "pending:<token of the run performing it now>".
+# KEYS: effect key. ARGV: token, lease. Returns nil when claimed, else what is held
+# ("done:<json outcome>" or "pending:<token of the run performing it now>") and
+# the milliseconds left on it.
 _CLAIM_EFFECT = """
 local held = redis.call('GET', KEYS[1])
-if held then return held end
+if held then return {held, redis.call('PTTL', KEYS[1])} end
 redis.call('SET', KEYS[1], 'pending:' .. ARGV[1], 'EX', ARGV[2])
 return nil
+"""
+
+# KEYS: effect key. ARGV: token, lease. 1 when the claim was still ours and is extended.
+_RENEW_EFFECT = """
+if redis.call('GET', KEYS[1]) == 'pending:' .. ARGV[1] then
+  return redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return 0
 """
 
 _RELEASE_EFFECT = """
@@ -159,6 +168,10 @@ class EffectClaim:
     claimed: bool
     outcome: Any = None
     done: bool = False
+    # Who performs the effect now, and how long until that claim lapses
+    # unless its performer extends it.
+    holder: str = ""
+    expires_in_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -181,6 +194,7 @@ class JobStore:
         self._replay = client.register_script(_REPLAY)
         self._claim = client.register_script(_CLAIM)
         self._claim_effect = client.register_script(_CLAIM_EFFECT)
+        self._renew_effect = client.register_script(_RENEW_EFFECT)
         self._release_effect = client.register_script(_RELEASE_EFFECT)
 
     @staticmethod
@@ -262,26 +276,30 @@ class JobStore:
 
     def claim_effect(self, job_id: str, name: str, token: str, lease_s: int) -> EffectClaim:
         """Claim the right to perform an effect, or learn who has it or what it gave."""
-        held = self._claim_effect(
-            keys=[f"{EFFECT_PREFIX}{job_id}:{name}"], args=[token, max(1, lease_s)]
-        )
+        held = self._claim_effect(keys=[effect_key(job_id, name)], args=[token, max(1, lease_s)])
         if held is None:
             return EffectClaim(claimed=True)
-        held = _text(held)
-        if held.startswith("done:"):
-            return EffectClaim(claimed=False, outcome=json.loads(held[5:]), done=True)
-        return EffectClaim(claimed=False)
+        value, ttl_ms = _text(held[0]), int(held[1])
+        if value.startswith("done:"):
+            return EffectClaim(claimed=False, outcome=json.loads(value[5:]), done=True)
+        return EffectClaim(
+            claimed=False, holder=value.removeprefix("pending:"), expires_in_s=max(ttl_ms, 0) / 1000
+        )
+
+    def renew_effect(self, job_id: str, name: str, token: str, lease_s: int) -> bool:
+        """Extend our claim by a lease; False when it is no longer ours (it lapsed)."""
+        return bool(
+            self._renew_effect(keys=[effect_key(job_id, name)], args=[token, max(1, lease_s)])
+        )
 
     def record_effect(self, job_id: str, name: str, outcome: Any) -> None:
         self.redis.set(
-            f"{EFFECT_PREFIX}{job_id}:{name}",
-            "done:" + json.dumps(outcome),
-            ex=self.finished_ttl_s,
+            effect_key(job_id, name), "done:" + json.dumps(outcome), ex=self.finished_ttl_s
         )
 
     def release_effect(self, job_id: str, name: str, token: str) -> None:
         """Give the claim back after the effect failed, so a retry may try again."""
-        self._release_effect(keys=[f"{EFFECT_PREFIX}{job_id}:{name}"], args=[token])
+        self._release_effect(keys=[effect_key(job_id, name)], args=[token])
 
     # -- dead letters -----------------------------------------------------------
 
@@ -333,6 +351,10 @@ class JobStore:
         for name, value in fields.items():
             args += [name, json.dumps(value) if name in _JSON_FIELDS else value]
         return _text(self._settle(keys=[self.key(job_id)], args=args))
+
+
+def effect_key(job_id: str, name: str) -> str:
+    return f"{EFFECT_PREFIX}{job_id}:{name}"
 
 
 def decode_record(raw: dict[Any, Any]) -> dict[str, Any]:

@@ -137,8 +137,9 @@ def test_a_killed_nodes_jobs_are_finished_by_the_other_node_of_its_group(chaos_g
         submitter.start()
         submitter.wait_until_fraction(0.5)
         # Kill while every job cpu-1 runs is inside its 0.5 s sleep, never in the
-        # moment between claiming its effect and recording it: a claim left
-        # behind there blocks the rerun for the job's whole lease (660 s).
+        # moment between claiming its effect and recording it, so that each
+        # in-flight job is rerun on cpu-2 at once (a claim left behind there
+        # would hold its rerun back for one effect lease).
         in_flight = wait_until(
             lambda: mid_sleep_on(chaos, list(submitter.accepted), cpu_1.node),
             20,
