@@ -11,3 +11,6 @@ result_expires = 3600
 # fuzzer and the chaos suite load them; a 503 there is noise, not a finding.
 # (A stopped broker still answers 503 at once: the connection is refused.)
 taskplane_confirm_timeout_s = 10.0
+# A claim on an effect lapses 6 s after its performer died instead of 30 s,
+# so the tests that kill a worker mid-effect wait seconds (renewal runs every 2 s).
+taskplane_effect_lease_s = 6

@@ -23,7 +23,12 @@ def sleep(payload: SleepPayload, context: JobContext) -> dict[str, Any]:
     time.sleep(payload.seconds)
     if payload.effect and context.store is not None:
         store = context.store
-        context.once("effect", lambda: store.redis.hincrby(EFFECTS_KEY, context.job_id, 1))
+
+        def effect() -> int:
+            time.sleep(payload.effect_s)
+            return store.redis.hincrby(EFFECTS_KEY, context.job_id, 1)
+
+        context.once("effect", effect)
     return {"slept_s": payload.seconds}
 
 

@@ -16,6 +16,9 @@ class SleepPayload(BaseModel):
 
     seconds: float = Field(ge=0, le=600)
     effect: bool = Field(default=False, description="count one side effect after sleeping")
+    effect_s: float = Field(
+        default=0, ge=0, le=60, description="how long the side effect itself takes, under its claim"
+    )
 
 
 class FailPayload(BaseModel):

@@ -10,7 +10,7 @@ import pytest
 
 from tasks.base import RECORDED_HEADER
 from tasks.factory import create_celery_app
-from tests.integration.helpers import assert_error, submit_until_accepted, wait_for_state
+from tests.integration.helpers import assert_error, follow, submit_until_accepted, wait_for_state
 from tests.services import wait_until
 
 pytestmark = pytest.mark.integration
@@ -250,3 +250,40 @@ def test_a_deleted_queue_is_declared_again_by_the_next_submit(chaos):
         chaos.ensure_workers()
         for job_id in accepted:
             wait_for_state(api, job_id, "succeeded", 90)
+
+
+def test_a_worker_killed_in_the_middle_of_an_effect_leaves_a_claim_that_lapses(chaos):
+    """The rerun waits for the dead run's claim (6 s lease in testing), then acts once.
+
+    With the claim lasting the job's time limit, or with waiting spending
+    attempts (diagnostics.sleep has three), this job would end failed.
+    """
+    with httpx.Client(base_url=chaos.web_url, timeout=30) as api:
+        response = api.post(
+            "/jobs",
+            json={
+                "type": "diagnostics.sleep",
+                "payload": {"seconds": 0, "effect": True, "effect_s": 4},
+            },
+        )
+        assert response.status_code == 202, response.text
+        job_id = response.json()["id"]
+        claim_key = f"taskplane:effect:{job_id}:effect"
+        wait_until(
+            lambda: (chaos.store.get(claim_key) or b"").startswith(b"pending:"),
+            30,
+            0.02,
+            what="the job to claim its effect",
+        )
+        node = chaos.store.hget(f"taskplane:job:{job_id}", "worker").decode()
+        victim = next(name for name, w in chaos.workers.items() if w.node == node)
+        chaos.workers[victim].signal_group(signal.SIGKILL)
+        chaos.workers[victim].popen.wait(10)
+        killed_at = time.monotonic()
+        assert chaos.store.get(claim_key).startswith(b"pending:")  # left behind
+
+        view, _ = follow(api, job_id, timeout=60)
+        assert view["state"] == "succeeded", view
+        assert view["attempts"] >= 2, view
+        assert time.monotonic() - killed_at < 40
+        assert chaos.store.hget("taskplane:diagnostics:effects", job_id) == b"1"
