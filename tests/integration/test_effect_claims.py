@@ -15,7 +15,7 @@ import pytest
 from tasks.base import JobContext
 from tasks.errors import EffectInProgress
 from tasks.jobstore import JobStore, effect_key, redis_client
-from tests.integration.helpers import follow
+from tests.integration.helpers import FINAL, follow
 
 EFFECTS_KEY = "taskplane:diagnostics:effects"
 
@@ -34,19 +34,19 @@ def test_the_performing_run_extends_its_claim_past_the_lease(store):
     performed = []
 
     def slow_effect():
-        time.sleep(2.5)  # two and a half leases
+        time.sleep(5)  # two and a half leases
         performed.append(1)
         return {"delivered": True}
 
-    first = threading.Thread(target=lambda: context(store, job_id, 1, 1).once("x", slow_effect))
+    first = threading.Thread(target=lambda: context(store, job_id, 1, 2).once("x", slow_effect))
     first.start()
-    time.sleep(2.0)
+    time.sleep(4)
     with pytest.raises(EffectInProgress) as waiting:
-        context(store, job_id, 2, 1).once("x", slow_effect)
-    assert 0 < waiting.value.retry_after <= 1
+        context(store, job_id, 2, 2).once("x", slow_effect)
+    assert 0 < waiting.value.retry_after <= 2
     first.join(10)
 
-    later = context(store, job_id, 3, 1).once("x", slow_effect)
+    later = context(store, job_id, 3, 2).once("x", slow_effect)
     assert later == {"delivered": True}
     assert performed == [1]
 
@@ -61,17 +61,19 @@ def test_a_claim_nobody_extends_lapses_within_its_lease(store):
 
 
 def test_a_job_waits_for_another_runs_effect_without_spending_attempts(api, store):
-    """A live run holds the effect for 8 s (past three attempts), then gives it up."""
+    """A live run holds the effect past the job's three attempts, then gives it up."""
     job = api.post(
         "/jobs",
         json={"type": "diagnostics.sleep", "payload": {"seconds": 0, "effect": True}, "delay_s": 1},
     ).json()
     key = effect_key(job["id"], "effect")
-    store.redis.set(key, "pending:slow-run", ex=2)
-    holding_until = time.monotonic() + 8
-    while time.monotonic() < holding_until:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
         store.redis.set(key, "pending:slow-run", ex=2)  # the slow run extends its claim
-        time.sleep(0.5)
+        view = api.get(f"/jobs/{job['id']}").json()
+        if view["state"] in FINAL or view["attempts"] > 3:
+            break
+        time.sleep(0.3)
     store.redis.delete(key)  # ... and gives it back: its effect failed
 
     view, _ = follow(api, job["id"], timeout=30)
