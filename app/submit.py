@@ -101,11 +101,15 @@ def confirm_timeout_s(celery: TaskplaneCelery, jobs: int = 1) -> float:
 
 
 def _countdown(run_at: datetime | None) -> int | None:
-    """Whole seconds until ``run_at`` (native delayed delivery counts seconds)."""
+    """Whole seconds until ``run_at``, rounded (native delayed delivery counts seconds).
+
+    Rounded rather than cut: ``delay_s: 1`` leaves a hair under a second by the
+    time it is published, and must still wait a second.
+    """
     if run_at is None:
         return None
-    seconds = (run_at - datetime.now(UTC)).total_seconds()
-    return round(seconds) if seconds >= 1 else None
+    seconds = round((run_at - datetime.now(UTC)).total_seconds())
+    return seconds if seconds >= 1 else None
 
 
 def ensure_delayed_delivery(celery: TaskplaneCelery) -> None:
