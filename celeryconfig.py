@@ -107,6 +107,12 @@ taskplane_mail_from = os.environ.get("TASKPLANE_MAIL_FROM", "taskplane@example.c
 # answers 503 (a batch of n jobs gets n/50 s more). Quorum queues confirm once
 # a majority fsynced the message.
 taskplane_confirm_timeout_s = float(os.environ.get("TASKPLANE_CONFIRM_TIMEOUT_S", "3"))
+# Every Redis call of the web ends within this many seconds (a frozen Redis
+# costs a request at most this, then 503); workers wait longer and retry.
+taskplane_redis_timeout_s = float(os.environ.get("TASKPLANE_REDIS_TIMEOUT_S", "1"))
+# A worker publishing a job's retry waits this long for the confirm (through a
+# blocked broker too); past it, the job's message goes back to its queue.
+taskplane_retry_publish_timeout_s = float(os.environ.get("TASKPLANE_RETRY_PUBLISH_TIMEOUT_S", "30"))
 # A job's claim on its side effect (webhook delivered, mail sent) lasts this
 # long unless the run performing it extends it, which it does every third of
 # it: after a worker is killed mid-effect, the job's rerun acts this much later.

@@ -30,7 +30,10 @@ def create_app(
         app.config.update(config)
     app.json.sort_keys = False
     app.extensions["celery"] = celery or create_celery_app(
-        environment, overrides=app.config.get("CELERY_OVERRIDES"), patient_storage=False
+        environment,
+        overrides=app.config.get("CELERY_OVERRIDES"),
+        patient_storage=False,
+        watches_broker=True,
     )
     errors.init_app(app)
     from app import (  # these import the app package

@@ -70,24 +70,12 @@ def submit_job(celery: TaskplaneCelery, submission: Submission, job_id: str | No
         logger.warning("could not record job: %s", exc)
         raise unavailable("job storage") from exc
     try:
-        if countdown:
-            # Native delayed delivery routes through Celery's own exchanges.
-            ensure_delayed_delivery(celery)
-            celery.send_task(
-                job_type.name,
-                args=(submission.payload,),
-                task_id=job_id,
-                queue=job_type.queue,
-                ignore_result=True,
-                countdown=countdown,
-                headers={RECORDED_HEADER: True},
-                confirm_timeout=confirm_timeout_s(celery),
-            )
-        else:
-            message = celery.publisher.build(
-                job_id, job_type.name, submission.payload, {RECORDED_HEADER: True}
-            )
-            celery.publisher.publish([(job_type.queue, message)], confirm_timeout_s(celery))
+        message = celery.publisher.build(
+            job_id, job_type.name, submission.payload, {RECORDED_HEADER: True}, countdown=countdown
+        )
+        celery.publisher.publish(
+            [(job_type.queue, message)], confirm_timeout_s(celery), countdown=countdown
+        )
     except PUBLISH_ERRORS as exc:
         logger.warning("broker did not confirm job %s: %s", job_id, exc)
         forget(celery, job_id)
@@ -110,27 +98,6 @@ def _countdown(run_at: datetime | None) -> int | None:
         return None
     seconds = round((run_at - datetime.now(UTC)).total_seconds())
     return seconds if seconds >= 1 else None
-
-
-def ensure_delayed_delivery(celery: TaskplaneCelery) -> None:
-    """Declare Celery's native delayed-delivery exchanges once per process.
-
-    Workers declare them when they start; a web that schedules a job before
-    any worker ever ran must not publish into an exchange that is not there.
-    """
-    if celery.delayed_delivery_ready:
-        return
-    from kombu.transport.native_delayed_delivery import (
-        bind_queue_to_native_delayed_delivery_exchange,
-        declare_native_delayed_delivery_exchanges_and_queues,
-    )
-
-    with celery.connection_for_write() as conn:
-        declare_native_delayed_delivery_exchanges_and_queues(conn, "quorum")
-        for queue in celery.conf.task_queues:
-            queue(conn.default_channel).declare()
-            bind_queue_to_native_delayed_delivery_exchange(conn, queue)
-    celery.delayed_delivery_ready = True
 
 
 def forget(celery: TaskplaneCelery, job_id: str) -> None:

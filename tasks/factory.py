@@ -12,6 +12,7 @@ from celery import Celery, bootsteps, signals
 from config import config_module
 from config.checks import platform_problems, refuse_if_any
 from tasks.base import JobTask
+from tasks.broker_link import BrokerAlarm, BrokerWatch
 from tasks.consumers import apply_at_worker_start, apply_worker_group
 from tasks.deaths import DeathWatcher
 from tasks.jobstore import JobStore, redis_client
@@ -31,19 +32,34 @@ class TaskplaneCelery(Celery):
 
     # Workers ride out short Redis blips; the web fails fast with a 503.
     patient_storage = True
-    # Set once this process declared the native delayed-delivery exchanges.
-    delayed_delivery_ready = False
 
     @cached_property
     def jobstore(self) -> JobStore:
         # redis-py resets its pool in a forked child, so this is fork-safe.
-        client = redis_client(self.conf.result_backend, patient=self.patient_storage)
+        client = redis_client(
+            self.conf.result_backend,
+            patient=self.patient_storage,
+            timeout_s=float(self.conf.taskplane_redis_timeout_s),
+        )
         return JobStore(client, int(self.conf.result_expires))
+
+    # Set in the web: a watch connection learns of RabbitMQ's alarms (see
+    # tasks/broker_link.py) so submits answer 503 at once while one is on.
+    watches_broker = False
+
+    @cached_property
+    def broker_alarm(self) -> BrokerAlarm:
+        return BrokerAlarm()
+
+    @cached_property
+    def broker_watch(self) -> BrokerWatch:
+        return BrokerWatch(self, self.broker_alarm)
 
     @cached_property
     def publisher(self) -> JobPublisher:
-        """Confirmed publishing of job messages (the web's submit path)."""
-        return JobPublisher(self)
+        """Confirmed, deadline-bounded publishing of job messages (submits and retries)."""
+        watch = self.broker_watch if self.watches_broker else None
+        return JobPublisher(self, self.broker_alarm, watch)
 
 
 class DeclareDeadLetterQueues(bootsteps.StartStopStep):
@@ -66,9 +82,11 @@ def create_celery_app(
     environment: str | None = None,
     overrides: dict[str, Any] | None = None,
     patient_storage: bool = True,
+    watches_broker: bool = False,
 ) -> TaskplaneCelery:
     app = TaskplaneCelery("taskplane")
     app.patient_storage = patient_storage
+    app.watches_broker = watches_broker
     app.config_from_object(config_module(environment))
     if overrides:
         app.conf.update(overrides)

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
@@ -377,23 +377,29 @@ def _text(value: Any) -> Any:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def redis_client(url: str, *, patient: bool) -> redis.Redis:
+def redis_client(url: str, *, patient: bool, timeout_s: float = 1.0) -> redis.Redis:
     """A client with short timeouts: a hung Redis must not hang a request or a job.
 
     Workers are ``patient``: they ride out a Redis blip of a few seconds with
     reconnect-and-retry before giving up (and then retry the job later). The
-    web gives up after one quick retry, so a client gets its 503 at once.
+    web's every call ends within ``timeout_s`` (``TASKPLANE_REDIS_TIMEOUT_S``)
+    for a Redis that accepts connections but does not answer (frozen, swapping):
+    a timed-out call is not retried, only a pooled connection found dead is,
+    once and at once (that fails fast: refused or reset).
     """
-    retry = (
-        Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=10)
-        if patient
-        else Retry(ExponentialBackoff(cap=0.1, base=0.02), retries=1)
-    )
+    if patient:
+        return redis.Redis.from_url(
+            url,
+            socket_timeout=3.0,
+            socket_connect_timeout=2.0,
+            health_check_interval=15,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=10),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        )
     return redis.Redis.from_url(
         url,
-        socket_timeout=3.0,
-        socket_connect_timeout=2.0,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
         health_check_interval=15,
-        retry=retry,
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        retry=Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
     )

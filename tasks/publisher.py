@@ -20,7 +20,12 @@ offers pipelined confirms or a confirm-mode channel kept per thread):
   back instead of being confirmed, so a 202 means a queue holds the job.
 
 A lane that fails in any way is dropped, never reused: a confirm that arrives
-late can never be taken for the confirm of a later publish.
+late can never be taken for the confirm of a later publish. Every wait on a
+lane (connecting, opening channels, declaring, writing, confirms) ends by the
+publish's deadline, and a lane is dropped by closing its socket, never by
+waiting for the broker (see tasks/broker_link.py). While RabbitMQ blocks
+publishers (a memory or disk alarm), the web's publishes fail at once with
+``BrokerBlocked``; a worker's retry waits through the block, up to its bound.
 """
 
 from __future__ import annotations
@@ -31,26 +36,37 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from copy import copy
 from typing import Any
 
 import amqp
 from amqp import spec
 from amqp.exceptions import ChannelError, MessageNacked, RecoverableConnectionError
-from celery.events.event import Event, get_exchange
+from celery.events.event import Event, event_exchange
 from celery.utils.nodenames import anon_nodename
 from celery.utils.saferepr import saferepr
 from celery.utils.time import utcoffset
 from kombu.serialization import dumps
+from kombu.transport.native_delayed_delivery import (
+    bind_queue_to_native_delayed_delivery_exchange,
+    calculate_routing_key,
+    declare_native_delayed_delivery_exchanges_and_queues,
+)
 from opentelemetry import propagate
 
+from tasks.broker_link import BoundedConnection, BrokerAlarm, BrokerBlocked, BrokerWatch, connect
 from tasks.queues import JOB_EXCHANGE
 
 logger = logging.getLogger("taskplane.publisher")
 
 # A dead or closed connection, a missing confirm (ConfirmTimeout is an OSError)
 # or a message the broker could not route (the queue was deleted): worth one
-# more try on a fresh connection, which declares the queues again. A nack is final.
+# more try on a fresh connection, which declares the queues again. A nack is
+# final, and so is a blocked broker (BrokerBlocked, checked first).
 RETRYABLE_ERRORS = (OSError, RecoverableConnectionError, ChannelError)
+# Celery's native delayed delivery: a countdown message enters here and is
+# passed down binary levels of TTL queues to its queue (kombu computes the key).
+DELAYED_EXCHANGE = "celery_delayed_27"
 
 
 # Celery's bound for the argsrepr header (celery.app.amqp.AMQP.argsrepr_maxsize).
@@ -69,22 +85,39 @@ class ConfirmTimeout(TimeoutError):
 class JobPublisher:
     """Publishes job messages and returns once RabbitMQ confirmed all of them."""
 
-    def __init__(self, app: Any):
+    def __init__(
+        self, app: Any, alarm: BrokerAlarm | None = None, watch: BrokerWatch | None = None
+    ):
         self.app = app
+        self.alarm = alarm if alarm is not None else BrokerAlarm()
+        # The web watches for alarms; without a watch, nobody would clear one.
+        self.watch = watch
         self._local = threading.local()
         self._pid = os.getpid()
         self.hostname = anon_nodename()
         # Read once: Celery's settings lookups were a tenth of a batch's time.
         self._sent_events = bool(app.conf.task_send_sent_event)
         self._repr_levels = app.conf.task_repr_maxlevels
+        self._delayed_ready = False
 
-    def build(self, job_id: str, job_type: str, payload: dict, headers: dict) -> Any:
-        """A protocol-2 task message (Celery's own builder) with the request's trace context."""
+    def build(
+        self,
+        job_id: str,
+        job_type: str,
+        payload: dict,
+        headers: dict,
+        *,
+        countdown: int | None = None,
+        retries: int = 0,
+    ) -> Any:
+        """A protocol-2 task message (Celery's own builder) with the current trace context."""
         args = (payload,)
         message = self.app.amqp.as_task_v2(
             job_id,
             job_type,
             args=args,
+            countdown=countdown,
+            retries=retries,
             ignore_result=True,
             create_sent_event=self._sent_events,
             argsrepr=saferepr(args, ARGSREPR_MAXSIZE, maxlevels=self._repr_levels),
@@ -94,8 +127,22 @@ class JobPublisher:
         propagate.inject(message.headers)
         return message
 
-    def publish(self, messages: list[tuple[str, Any]], timeout_s: float) -> None:
+    def publish(
+        self,
+        messages: list[tuple[str, Any]],
+        timeout_s: float,
+        *,
+        countdown: int | None = None,
+        wait_when_blocked: bool = False,
+    ) -> None:
         """Publish (queue name, task message) pairs, all confirmed within ``timeout_s``.
+
+        Returns or raises within ``timeout_s`` (plus a few milliseconds),
+        whatever the broker does. While the broker blocks publishers, raises
+        ``BrokerBlocked`` at once, unless ``wait_when_blocked`` (a worker
+        publishing a retry: its job's message stays unacked meanwhile, so
+        waiting loses nothing). ``countdown`` (whole seconds) delays them all
+        with Celery's native delayed delivery.
 
         One more try on a fresh connection if the first fails on the
         connection or is not confirmed in time: a kept connection can be dead
@@ -105,50 +152,82 @@ class JobPublisher:
         first time arrives twice under the same job id; the worker runs a job
         id once (see tasks/jobstore.py, _START).
         """
-        deadline = time.monotonic() + timeout_s
+        started = time.monotonic()
+        deadline = started + timeout_s
+        if self.watch is not None:
+            self.watch.ensure_started()
+        if not wait_when_blocked and self.alarm.reason is not None:
+            raise BrokerBlocked(self.alarm.reason)
+        # A slow broker is the likelier cause of a missing confirm, so the
+        # first try gets most of the time; errors on a dead one come fast.
+        first_deadline = started + timeout_s * 2 / 3
+        lane = None
         try:
-            # A slow broker is the likelier cause of a missing confirm, so the
-            # first try gets most of the time; errors on a dead one come fast.
-            self._lane().publish(messages, timeout_s * 2 / 3)
-        except RETRYABLE_ERRORS as exc:
+            lane = self._lane(first_deadline, wait_when_blocked)
+            lane.publish(messages, first_deadline, countdown)
+        except BrokerBlocked:
             self._drop_lane()
+            raise
+        except RETRYABLE_ERRORS as exc:
+            blocked = lane is not None and lane.connection.blocked_reason is not None
+            self._drop_lane()
+            if blocked:  # a fresh connection would be blocked too
+                raise BrokerBlocked(lane.connection.blocked_reason or "blocked") from exc
             logger.info("publish failed on a kept connection, retrying on a fresh one: %r", exc)
             try:
-                remaining = max(deadline - time.monotonic(), timeout_s / 3)
-                self._lane().publish(messages, remaining)
+                self._lane(deadline, wait_when_blocked).publish(messages, deadline, countdown)
             except BaseException:
                 self._drop_lane()
                 raise
         except BaseException:
             self._drop_lane()
             raise
-        self._lane().send_sent_events(messages, self.hostname)
+        self._lane(deadline, wait_when_blocked).send_sent_events(messages, self.hostname)
 
-    def _lane(self) -> _Lane:
+    def _lane(self, deadline: float, wait_when_blocked: bool) -> _Lane:
         if self._pid != os.getpid():  # forked: never share a socket with the parent
             self._local, self._pid = threading.local(), os.getpid()
         lane = getattr(self._local, "lane", None)
         if lane is None:
-            lane = self._local.lane = _Lane(self.app)
+            lane = self._local.lane = _Lane(self, deadline)
+        lane.connection.raise_when_blocked = not wait_when_blocked
         return lane
 
     def _drop_lane(self) -> None:
         lane = getattr(self._local, "lane", None)
         self._local.lane = None
         if lane is not None:
-            lane.close()
+            lane.connection.abort()
+
+    def ensure_delayed_delivery(self, connection: BoundedConnection) -> None:
+        """Declare Celery's native delayed-delivery exchanges once per process.
+
+        Workers declare them when they start; a web that schedules a job before
+        any worker ever ran must not publish into an exchange that is not there.
+        """
+        if self._delayed_ready:
+            return
+        declare_native_delayed_delivery_exchanges_and_queues(connection, "quorum")
+        for queue in self.app.conf.task_queues:
+            queue(connection.channel()).declare()
+            bind_queue_to_native_delayed_delivery_exchange(connection, queue)
+        self._delayed_ready = True
 
 
 class _Lane:
     """One thread's broker connection: a confirm-mode channel for jobs, one for events."""
 
-    def __init__(self, app: Any):
-        self.app = app
-        self.connection = app.connection_for_write()
-        self.connection.ensure_connection(max_retries=1)
-        self.transport = self.connection.connection.transport
-        self.jobs: amqp.Channel = self.connection.connection.channel()
-        self.jobs.confirm_select()
+    def __init__(self, publisher: JobPublisher, deadline: float):
+        self.publisher = publisher
+        self.app = publisher.app
+        self.connection = connect(self.app, deadline, alarm=publisher.alarm)
+        try:
+            self.transport = self.connection.transport
+            self.jobs: amqp.Channel = self.connection.channel()
+            self.jobs.confirm_select()
+        except BaseException:
+            self.connection.abort()
+            raise
         self.jobs.events["basic_ack"].add(self._on_ack)
         self.jobs.events["basic_nack"].add(self._on_nack)
         self.published = 0  # delivery tags used so far on the jobs channel
@@ -158,34 +237,48 @@ class _Lane:
         self.events: amqp.Channel | None = None
         self.events_broken = False
 
-    def publish(self, messages: list[tuple[str, Any]], timeout_s: float) -> None:
+    def publish(
+        self, messages: list[tuple[str, Any]], deadline: float, countdown: int | None = None
+    ) -> None:
+        self.connection.bound(deadline)
         for queue_name in {queue for queue, _ in messages} - self.declared:
             self.app.amqp.queues[queue_name](self.jobs).declare()
             self.declared.add(queue_name)
+        exchange = JOB_EXCHANGE.name
+        if countdown:
+            self.publisher.ensure_delayed_delivery(self.connection)
+            exchange = DELAYED_EXCHANGE
         send = self.jobs.send_method
-        with _coalesced_writes(self.transport, len(messages) > 1, timeout_s):
-            for routing_key, message in messages:
+        self.connection.bound(deadline)
+        with _coalesced_writes(self.transport, len(messages) > 1, self.connection):
+            for queue_name, message in messages:
                 self.published += 1
                 self.pending.add(self.published)
+                routing_key = (
+                    calculate_routing_key(countdown, queue_name) if countdown else queue_name
+                )
                 # Basic.Publish as py-amqp's basic_publish sends it, minus the
                 # non-blocking read it makes before every message (a system
                 # call and an exception each time); confirms are collected below.
                 send(
                     spec.Basic.Publish,
                     PUBLISH_ARGS,
-                    (0, JOB_EXCHANGE.name, routing_key, True, False),
+                    (0, exchange, routing_key, True, False),
                     _amqp_message(message, delivery_mode=2),
                 )
-        self._wait_for_confirms(len(messages), timeout_s)
+        self._wait_for_confirms(len(messages))
 
-    def _wait_for_confirms(self, count: int, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
+    def _wait_for_confirms(self, count: int) -> None:
+        # Waits end at the connection's deadline (socket.timeout, an OSError);
+        # a connection.blocked notice ends them at once (BrokerBlocked) unless
+        # this publish waits through blocks.
         while self.pending and not self.nacked:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if self.connection.remaining() <= 0:
                 raise ConfirmTimeout(f"{len(self.pending)} of {count} messages not confirmed")
             try:
-                self.jobs.wait([spec.Basic.Ack, spec.Basic.Nack], timeout=remaining)
+                self.jobs.wait([spec.Basic.Ack, spec.Basic.Nack])
+            except BrokerBlocked:
+                raise
             except TimeoutError as exc:
                 raise ConfirmTimeout(
                     f"{len(self.pending)} of {count} messages not confirmed"
@@ -210,8 +303,11 @@ class _Lane:
         try:
             exchange = self.app.conf.event_exchange
             if self.events is None:
-                channel = self.connection.connection.channel()
-                get_exchange(self.connection, name=exchange)(channel).declare()
+                channel = self.connection.channel()
+                # Celery's event exchange, as celery.events.event.get_exchange makes it.
+                entity = copy(event_exchange)
+                entity.name = exchange
+                entity(channel).declare()
                 self.events = channel
             pid, offset, clock = os.getpid(), utcoffset(), self.app.clock
             events = [
@@ -252,21 +348,18 @@ class _Lane:
             logger.warning("task-sent events are off on this connection: %r", exc)
             self.events_broken = True
 
-    def close(self) -> None:
-        try:
-            self.connection.close()
-        except Exception:  # noqa: BLE001, S110 - it is being dropped because it failed
-            pass
-
 
 @contextmanager
-def _coalesced_writes(transport: Any, enabled: bool, timeout_s: float) -> Iterator[None]:
+def _coalesced_writes(
+    transport: Any, enabled: bool, connection: BoundedConnection
+) -> Iterator[None]:
     """Send a batch's frames in a few large writes instead of one per message.
 
     py-amqp writes every message with its own system call; its transport has
     no buffering of its own, so its writer is pointed at a buffer for the
-    duration of the batch. The write is bounded: a broker that stopped
-    reading (a memory alarm blocks publishers) must not hang the request.
+    duration of the batch. Each write ends by the connection's deadline: a
+    broker that stopped reading (a memory alarm blocks publishers) must not
+    hang the request.
     """
     if not enabled:
         yield
@@ -275,8 +368,8 @@ def _coalesced_writes(transport: Any, enabled: bool, timeout_s: float) -> Iterat
     send = transport._write  # noqa: SLF001
 
     def flush() -> None:
-        with transport.having_timeout(timeout_s):
-            send(frames)
+        connection.bound(connection.deadline)
+        send(frames)
         frames.clear()
 
     def collect(frame: Any) -> None:
