@@ -8,7 +8,8 @@ bug. Clients can rely on ``code`` staying stable.
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, g, jsonify
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
 
 logger = logging.getLogger("taskplane.web")
@@ -54,7 +55,21 @@ def _http_code(exc: HTTPException) -> str:
     return (exc.name or "error").lower().replace(" ", "_").replace("-", "_")
 
 
+def hit_deadline(exc: BaseException) -> bool:
+    """Whether ``exc`` came from a wait that ran out of time (broker or Redis)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, TimeoutError | RedisTimeoutError):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def _handle_api_error(exc: ApiError) -> Response:
+    if exc.status == 503 and hit_deadline(exc):
+        g.taskplane_deadline_exceeded = True  # counted by app/metrics.py
     return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
 
 

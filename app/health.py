@@ -4,7 +4,10 @@
 queue has a consumer (a passive queue declare: current, and cheap). The
 checks run in parallel, each bounded, so the answer comes within a second
 even when a component hangs, and results are cached briefly so a probe storm
-does not hammer the broker.
+does not hammer the broker. A broker that answers but blocks publishers (a
+memory or disk alarm) is ``BLOCKED``, and a Redis that answers but refuses
+writes (out of memory, a read-only replica) is ``DOWN``: either way no job
+can be accepted, so the web is not ready.
 """
 
 import threading
@@ -17,9 +20,12 @@ from typing import Any
 from amqp.exceptions import ChannelError
 from flask import Blueprint, Flask, Response, current_app, jsonify
 
+from tasks.broker_link import connect
 from tasks.consumers import enabled_queues, paused_queues
 
 bp = Blueprint("health", __name__)
+WRITE_PROBE_KEY = "taskplane:health:write-probe"
+WRITE_PROBE_TTL_MS = 10_000
 
 
 @dataclass
@@ -97,27 +103,36 @@ def _timed(check: Any) -> dict[str, Any]:
 
 
 def check_broker(celery: Any) -> dict[str, Any]:
-    """Connect, then read each enabled queue's consumer count with a passive declare."""
+    """Connect, then read each enabled queue's consumer count with a passive declare.
+
+    Every wait ends by the check's own timeout (the connection is dropped,
+    not closed, when the broker does not answer in time), so a frozen broker
+    cannot keep a health thread forever.
+    """
+    celery.broker_watch.ensure_started()
     paused = _paused_or_empty(celery)
     queues: dict[str, dict[str, Any]] = {}
-    with celery.connection_for_read() as conn:
-        conn.ensure_connection(max_retries=1, timeout=0.7)
+    deadline = time.monotonic() + float(celery.conf.taskplane_health_timeout_s)
+    conn = connect(celery, deadline)
+    try:
         channel = conn.channel()
-        try:
-            for name in enabled_queues(celery):
-                try:
-                    _, _, consumers = channel.queue_declare(name, passive=True)
-                except ChannelError:  # not declared yet: no worker ever consumed it
-                    queues[name] = {"status": "DOWN", "consumers": 0}
-                    channel = conn.channel()
-                    continue
-                if name in paused:
-                    status = "PAUSED"
-                else:
-                    status = "UP" if consumers > 0 else "DOWN"
-                queues[name] = {"status": status, "consumers": consumers}
-        finally:
-            channel.close()
+        for name in enabled_queues(celery):
+            try:
+                _, _, consumers = channel.queue_declare(name, passive=True)
+            except ChannelError:  # not declared yet: no worker ever consumed it
+                queues[name] = {"status": "DOWN", "consumers": 0}
+                channel = conn.channel()
+                continue
+            if name in paused:
+                status = "PAUSED"
+            else:
+                status = "UP" if consumers > 0 else "DOWN"
+            queues[name] = {"status": status, "consumers": consumers}
+    finally:
+        conn.close_within(deadline)
+    alarm = celery.broker_alarm.describe()
+    if alarm is not None:
+        return {"status": "BLOCKED", **alarm, "queues": queues}
     return {"status": "UP", "queues": queues}
 
 
@@ -129,7 +144,8 @@ def _paused_or_empty(celery: Any) -> set[str]:
 
 
 def check_redis(celery: Any) -> dict[str, Any]:
-    celery.jobstore.redis.ping()
+    """A write, not a PING: a Redis out of memory or read-only still answers PING."""
+    celery.jobstore.redis.set(WRITE_PROBE_KEY, "1", px=WRITE_PROBE_TTL_MS)
     return {"status": "UP"}
 
 

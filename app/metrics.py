@@ -26,6 +26,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from app.queue_stats import queue_overview
 
 bp = Blueprint("metrics", __name__)
+# Routes whose deadline counter exists from the start, at 0 (others appear when hit).
+DEADLINE_ROUTES = ("/jobs", "/jobs/batch")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -36,6 +38,7 @@ class WebMetrics:
     latency: Histogram
     submitted: Counter
     publish_failures: Counter
+    deadlines: Counter
 
 
 def _build(multiprocess: bool) -> WebMetrics:
@@ -65,6 +68,12 @@ def _build(multiprocess: bool) -> WebMetrics:
             "taskplane_publish_failures",
             "submissions refused because the broker did not confirm",
             ["type"],
+            registry=target,
+        ),
+        deadlines=Counter(
+            "taskplane_request_deadline_exceeded",
+            "requests answered 503 because the broker or Redis did not answer within the bound",
+            ["route"],
             registry=target,
         ),
     )
@@ -103,6 +112,27 @@ class QueueCollector:
         yield from (messages, consumers, paused)
 
 
+class BrokerCollector:
+    """Whether this web process knows RabbitMQ to be blocking publishers, at scrape time.
+
+    Every web process watches the same broker, so the one that answers the
+    scrape speaks for all (a gauge in files would outlive a dead process).
+    """
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        celery = self.app.extensions["celery"]
+        celery.broker_watch.ensure_started()
+        blocked = GaugeMetricFamily(
+            "taskplane_broker_blocked",
+            "1 while RabbitMQ blocks publishers (a memory or disk alarm): submits answer 503",
+        )
+        blocked.add_metric([], 1 if celery.broker_alarm.reason is not None else 0)
+        yield blocked
+
+
 def init_app(app: Flask) -> None:
     multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
     metrics = _build(multiprocess)
@@ -111,6 +141,8 @@ def init_app(app: Flask) -> None:
     for job_type in app.extensions["celery"].job_types:
         metrics.submitted.labels(job_type)
         metrics.publish_failures.labels(job_type)
+    for route in DEADLINE_ROUTES:
+        metrics.deadlines.labels(route)
     app.extensions["metrics"] = metrics
     app.before_request(_start_timer)
     app.after_request(_observe)
@@ -128,6 +160,8 @@ def _observe(response: Response) -> Response:
     metrics.requests.labels(route, request.method, str(response.status_code)).inc()
     if started is not None:
         metrics.latency.labels(route, request.method).observe(time.perf_counter() - started)
+    if g.get("taskplane_deadline_exceeded"):
+        metrics.deadlines.labels(route).inc()
     return response
 
 
@@ -149,5 +183,6 @@ def metrics_endpoint() -> Response:
         registry = app.extensions["metrics"].registry
     registry_with_queues = CollectorRegistry()
     registry_with_queues.register(QueueCollector(app))
+    registry_with_queues.register(BrokerCollector(app))
     body = generate_latest(registry) + generate_latest(registry_with_queues)
     return Response(body, mimetype=CONTENT_TYPE_LATEST)
