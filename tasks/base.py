@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from amqp.exceptions import AMQPError
 from celery import Task
-from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded
+from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
     from tasks.registry import JobType
 
 T = TypeVar("T")
+# What a publish that did not get its confirm raises (timeouts and a blocked
+# broker are OSErrors; a nack is an AMQPError).
+PUBLISH_ERRORS = (OSError, AMQPError)
 # While storage is down, a job waits in the broker and comes back this often.
 STORAGE_RETRY_CAP_S = 30
 
@@ -133,9 +137,47 @@ class JobTask(Task):
             logger.warning(
                 "job storage unavailable (%s); job %s back in %ss", exc, self.request.id, delay
             )
-            raise self.retry(
-                exc=exc, countdown=delay, headers={TAKEOVER_HEADER: True, RECORDED_HEADER: True}
-            ) from exc
+            raise self._publish_retry(payload, exc, delay, takeover=True) from exc
+
+    def _publish_retry(
+        self, payload: Any, exc: BaseException, delay: int, takeover: bool = False
+    ) -> BaseException:
+        """Publish the job's next run in ``delay`` s; return what to raise.
+
+        Celery's own ``retry()`` waits for the confirm without a bound, so a
+        blocked broker (a memory alarm) would hold the worker's slot as long
+        as the alarm lasts. Here the retry goes through the platform's
+        publisher: confirmed within ``taskplane_retry_publish_timeout_s``,
+        waiting through a block meanwhile, while this job's own message stays
+        unacked. Confirmed: ``Retry`` (Celery acks the message and reports
+        the retry). Not confirmed: ``Reject(requeue=True)``, so the message
+        goes back to its queue and nothing is lost.
+        """
+        headers = {RECORDED_HEADER: True, **({TAKEOVER_HEADER: True} if takeover else {})}
+        publisher = self.app.publisher
+        message = publisher.build(
+            self.request.id,
+            self.name,
+            payload,
+            headers,
+            countdown=delay,
+            retries=(self.request.retries or 0) + 1,
+        )
+        try:
+            publisher.publish(
+                [(self.job_type.queue, message)],
+                float(self.app.conf.taskplane_retry_publish_timeout_s),
+                countdown=delay,
+                wait_when_blocked=True,
+            )
+        except PUBLISH_ERRORS as publish_error:
+            logger.warning(
+                "could not publish the retry of job %s (%r); returning its message to the queue",
+                self.request.id,
+                publish_error,
+            )
+            return Reject(publish_error, requeue=True)
+        return Retry(exc=exc, when=delay)
 
     def _run(self, payload: Any) -> Any:
         job_id = self.request.id
@@ -167,7 +209,7 @@ class JobTask(Task):
         except (Retry, RedisError):
             raise
         except Exception as exc:
-            raise self._retry_or_fail(exc, context) from exc
+            raise self._retry_or_fail(exc, context, payload) from exc
         self.app.jobstore.succeeded(job_id, result if self.job_type.needs_result else None)
         return result
 
@@ -176,7 +218,7 @@ class JobTask(Task):
         delivery = self.request.delivery_info or {}
         return bool(delivery.get("redelivered") or getattr(self.request, TAKEOVER_HEADER, False))
 
-    def _retry_or_fail(self, exc: Exception, context: JobContext) -> BaseException:
+    def _retry_or_fail(self, exc: Exception, context: JobContext, payload: Any) -> BaseException:
         """Record the outcome and return what to raise: a Retry or the error itself."""
         error = describe_error(exc, context.attempt)
         delay = self._retry_delay(exc, context.attempt)
@@ -190,14 +232,7 @@ class JobTask(Task):
                 delay,
                 error["message"],
             )
-            try:
-                return self.retry(exc=exc, countdown=delay, throw=False)
-            except Exception as publish_error:
-                # The retry message was not confirmed: fail the job (its message
-                # is dead-lettered, so it can be replayed) rather than leave it
-                # "retrying" with nothing queued.
-                error["message"] += f"; scheduling the retry failed: {publish_error}"
-                exc = publish_error
+            return self._publish_retry(payload, exc, delay)
         self.app.jobstore.failed(context.job_id, error)
         logger.error(
             "job %s failed after %s attempt(s): %s",

@@ -12,9 +12,17 @@ Its event connection publishes without confirms: events (task-received,
 -started, -succeeded, worker heartbeats) are transient monitoring data, and
 waiting for a confirm of each one blocked the consumer loop three times per
 job (profiled with py-spy: most of a no-op job's time in the worker).
+
+While RabbitMQ blocks publishers (a memory or disk alarm), it stops reading
+the event connection; events written then would fill the socket's buffers
+and, once full, stop the consumer loop (acks, new deliveries) until the alarm
+ends. So when the broker says ``connection.blocked`` the worker stops sending
+events, and a small thread waits for ``connection.unblocked`` to resume them:
+events are lost for the alarm's duration, jobs are not.
 """
 
 import logging
+import threading
 from typing import Any
 
 from celery.worker.consumer import Consumer
@@ -24,6 +32,7 @@ logger = logging.getLogger("taskplane.consumer")
 # What building a request from a malformed message raises (unpacking the body,
 # a missing header), as opposed to connection errors, which Celery handles.
 MALFORMED = (ValueError, KeyError, TypeError, IndexError, AttributeError)
+UNBLOCK_POLL_S = 0.5
 
 
 class TaskplaneConsumer(Consumer):
@@ -56,8 +65,46 @@ class TaskplaneConsumer(Consumer):
 
     def connection_for_write(self, url: Any = None, heartbeat: Any = None) -> Any:
         """The connection Celery's event dispatcher uses (its only caller)."""
+        options = {
+            "confirm_publish": False,
+            # py-amqp calls these when it reads the broker's notices (it reads
+            # before every publish).
+            "on_blocked": self._on_events_blocked,
+            "on_unblocked": self._on_events_unblocked,
+        }
         return self.ensure_connected(
-            self.app.connection_for_write(
-                url=url, heartbeat=heartbeat, transport_options={"confirm_publish": False}
-            )
+            self.app.connection_for_write(url=url, heartbeat=heartbeat, transport_options=options)
         )
+
+    def _on_events_blocked(self, reason: str = "") -> None:
+        dispatcher = getattr(self, "event_dispatcher", None)
+        if dispatcher is None or not dispatcher.enabled:
+            return
+        logger.warning("broker blocks publishers (%s); task events paused", reason)
+        dispatcher.enabled = False
+        self._events_blocked = True
+        threading.Thread(
+            target=self._await_events_unblocked,
+            args=(dispatcher,),
+            name="taskplane-events-unblock",
+            daemon=True,
+        ).start()
+
+    def _on_events_unblocked(self) -> None:
+        self._events_blocked = False
+
+    def _await_events_unblocked(self, dispatcher: Any) -> None:
+        """Read the event connection until the broker lets it publish again."""
+        while self._events_blocked and dispatcher is getattr(self, "event_dispatcher", None):
+            with dispatcher.mutex:  # the dispatcher's own lock around its connection
+                try:
+                    dispatcher.connection.connection.drain_events(timeout=UNBLOCK_POLL_S)
+                except TimeoutError:
+                    continue
+                except Exception as exc:  # noqa: BLE001 - a broken connection: Celery reconnects
+                    logger.info("event connection failed while blocked: %r", exc)
+                    break
+        self._events_blocked = False
+        if dispatcher is getattr(self, "event_dispatcher", None):
+            dispatcher.enabled = True
+            logger.warning("broker accepts publishes again; task events resumed")
