@@ -33,6 +33,8 @@ REQUIRED_ALERTS = {
     "TaskplaneWorkerGone",
     "TaskplanePublishFailures",
     "TaskplaneWebDown",
+    "TaskplaneBrokerBlocked",
+    "TaskplaneRequestDeadlinesExceeded",
 }
 
 # What the services expose (app/metrics.py; flower/events.py of Flower 2.2).
@@ -46,6 +48,8 @@ KNOWN_METRICS = {
     "taskplane_queue_messages",
     "taskplane_queue_consumers",
     "taskplane_queue_paused",
+    "taskplane_broker_blocked",
+    "taskplane_request_deadline_exceeded_total",
     "flower_events_total",
     "flower_task_runtime_seconds_bucket",
     "flower_task_runtime_seconds_count",
