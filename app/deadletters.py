@@ -10,7 +10,7 @@ from redis.exceptions import RedisError
 from app.errors import ApiError
 from app.jsonbody import read_json_object
 from app.models import validation_details
-from app.submit import PUBLISH_ERRORS, unavailable
+from app.submit import PUBLISH_ERRORS, refuse_while_blocked, unavailable
 from tasks.deadletters import list_dead, purge_dead, replay_dead
 
 bp = Blueprint("deadletters", __name__)
@@ -72,6 +72,7 @@ def list_dead_letters(queue: str) -> Response:
 def replay_dead_letters(queue: str) -> Response:
     ids = _selection()
     app = current_app.extensions["celery"]
+    refuse_while_blocked(app)
     report = _guarded(lambda: replay_dead(app, _queue(queue), ids))
     return jsonify({"queue": queue, "replayed": report.replayed, "not_found": report.not_found})
 

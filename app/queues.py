@@ -8,7 +8,7 @@ from redis.exceptions import RedisError
 
 from app.errors import ApiError
 from app.queue_stats import queue_overview
-from app.submit import PUBLISH_ERRORS, unavailable
+from app.submit import PUBLISH_ERRORS, refuse_while_blocked, unavailable
 from tasks.consumers import pause, resume
 
 bp = Blueprint("queues", __name__)
@@ -47,6 +47,7 @@ def resume_queue(queue: str) -> Response:
 def _switch(queue: str, action: Callable[[Any, str], list[dict]], paused: bool) -> Response:
     """Pause or resume every worker's consumer; 503 when Redis or the broker is away."""
     celery = current_app.extensions["celery"]
+    refuse_while_blocked(celery)
     try:
         replies = action(celery, _known(queue))
     except RedisError as exc:

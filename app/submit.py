@@ -45,6 +45,20 @@ def unavailable(what: str) -> ApiError:
     )
 
 
+def refuse_while_blocked(celery: TaskplaneCelery) -> None:
+    """503 at once while RabbitMQ blocks publishers (a memory or disk alarm).
+
+    For operations that publish through Celery's own connections (remote
+    control, dead-letter replay), whose confirm waits have no bound: during
+    an alarm they would wait as long as the alarm lasts.
+    """
+    celery.broker_watch.ensure_started()
+    if celery.broker_alarm.reason is not None:
+        raise unavailable(
+            f"the message broker (it blocks publishers: {celery.broker_alarm.reason})"
+        )
+
+
 class BrokerUnavailable(ApiError):
     """The broker did not confirm a publish: counted as a publish failure."""
 

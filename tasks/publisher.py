@@ -67,6 +67,8 @@ RETRYABLE_ERRORS = (OSError, RecoverableConnectionError, ChannelError)
 # Celery's native delayed delivery: a countdown message enters here and is
 # passed down binary levels of TTL queues to its queue (kombu computes the key).
 DELAYED_EXCHANGE = "celery_delayed_27"
+# No second try with less time than this left: it could only time out.
+MIN_RETRY_S = 0.05
 
 
 # Celery's bound for the argsrepr header (celery.app.amqp.AMQP.argsrepr_maxsize).
@@ -159,8 +161,9 @@ class JobPublisher:
         if not wait_when_blocked and self.alarm.reason is not None:
             raise BrokerBlocked(self.alarm.reason)
         # A slow broker is the likelier cause of a missing confirm, so the
-        # first try gets most of the time; errors on a dead one come fast.
-        first_deadline = started + timeout_s * 2 / 3
+        # first try gets most of the time; errors on a dead one come fast. A
+        # publish that waits through blocks may spend it all on one connection.
+        first_deadline = deadline if wait_when_blocked else started + timeout_s * 2 / 3
         lane = None
         try:
             lane = self._lane(first_deadline, wait_when_blocked)
@@ -173,6 +176,8 @@ class JobPublisher:
             self._drop_lane()
             if blocked:  # a fresh connection would be blocked too
                 raise BrokerBlocked(lane.connection.blocked_reason or "blocked") from exc
+            if deadline - time.monotonic() < MIN_RETRY_S:
+                raise
             logger.info("publish failed on a kept connection, retrying on a fresh one: %r", exc)
             try:
                 self._lane(deadline, wait_when_blocked).publish(messages, deadline, countdown)
