@@ -105,11 +105,10 @@ def create_batch() -> tuple[Response, int]:
         for job_id, (jt, _) in zip(ids, jobs, strict=True)
     ]
     try:
-        pipe = store.redis.pipeline(transaction=False)
-        for record in records:
-            pipe.hset(store.key(record["id"]), mapping=record)
-        pipe.execute()
+        store.create_many(records)
     except RedisError as exc:
+        # A Redis that timed out may still run the writes later: remove them then.
+        celery.forgetter.forget(ids, now=False)
         raise unavailable("job storage") from exc
     messages = [
         (jt.queue, celery.publisher.build(job_id, jt.name, payload, {RECORDED_HEADER: True}))
@@ -120,7 +119,7 @@ def create_batch() -> tuple[Response, int]:
         celery.publisher.publish(messages, confirm_timeout_s(celery, len(messages)))
     except PUBLISH_ERRORS as exc:
         logger.warning("batch of %d not confirmed: %r", len(ids), exc)
-        _forget(store, ids)
+        celery.forgetter.forget(ids)
         for name, count in per_type.items():
             publish_failed(name, count)
         raise BrokerUnavailable() from exc
@@ -130,10 +129,3 @@ def create_batch() -> tuple[Response, int]:
     return jsonify(
         {"jobs": [{**r, "location": location.replace(ID_SLOT, r["id"])} for r in records]}
     ), 202
-
-
-def _forget(store: Any, ids: list[str]) -> None:
-    try:
-        store.redis.delete(*[store.key(i) for i in ids])
-    except RedisError:
-        pass  # the worker drops messages whose record is gone; these were never confirmed

@@ -82,6 +82,8 @@ def submit_job(celery: TaskplaneCelery, submission: Submission, job_id: str | No
         )
     except RedisError as exc:
         logger.warning("could not record job: %s", exc)
+        # A Redis that timed out may still run the write later: remove it then.
+        celery.forgetter.forget([job_id], now=False)
         raise unavailable("job storage") from exc
     try:
         message = celery.publisher.build(
@@ -115,10 +117,7 @@ def _countdown(run_at: datetime | None) -> int | None:
 
 
 def forget(celery: TaskplaneCelery, job_id: str) -> None:
-    try:
-        celery.jobstore.delete(job_id)
-    except RedisError:
-        logger.exception("could not remove the record of unpublished job %s", job_id)
+    celery.forgetter.forget([job_id])
 
 
 def delay_until(delay_s: float | None, run_at: datetime | None) -> datetime | None:

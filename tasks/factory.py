@@ -15,6 +15,7 @@ from tasks.base import JobTask
 from tasks.broker_link import BrokerAlarm, BrokerWatch
 from tasks.consumers import apply_at_worker_start, apply_worker_group
 from tasks.deaths import DeathWatcher
+from tasks.forgetter import Forgetter
 from tasks.jobstore import JobStore, redis_client
 from tasks.logging_setup import configure_logging
 from tasks.publisher import JobPublisher
@@ -54,6 +55,11 @@ class TaskplaneCelery(Celery):
     @cached_property
     def broker_watch(self) -> BrokerWatch:
         return BrokerWatch(self, self.broker_alarm)
+
+    @cached_property
+    def forgetter(self) -> Forgetter:
+        """Removes the records of refused submissions, retrying while Redis does not answer."""
+        return Forgetter(self.jobstore)
 
     @cached_property
     def publisher(self) -> JobPublisher:

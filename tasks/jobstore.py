@@ -16,6 +16,7 @@ from typing import Any
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -23,6 +24,13 @@ KEY_PREFIX = "taskplane:job:"
 DEAD_PREFIX = "taskplane:dead:"
 IDEMPOTENCY_PREFIX = "taskplane:idempotency:"
 EFFECT_PREFIX = "taskplane:effect:"
+# A tombstone marks the id of a submission the web gave up on (it answered
+# 503). Redis may still run that submission's write later: a frozen Redis
+# keeps the bytes in its socket and runs them when it wakes, after the web
+# timed out. The create checks the tombstone, so whichever of the two runs
+# first, no record of a refused job remains. Kept far longer than any freeze.
+GONE_PREFIX = "taskplane:gone:"
+GONE_TTL_S = 7 * 24 * 3600
 FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 WAITING_STATES = frozenset({"queued", "scheduled", "retrying"})
 
@@ -118,13 +126,32 @@ redis.call('ZREM', KEYS[2], ARGV[2])
 return 'queued'
 """
 
-# KEYS: idempotency key. ARGV: fingerprint, job id, ttl. Returns nil when claimed.
+# KEYS: idempotency key. ARGV: fingerprint, job id, ttl, tombstone prefix.
+# Returns nil when claimed. A key held by a job the web gave up on (its
+# tombstone exists) is free again.
 _CLAIM = """
 local existing = redis.call('HMGET', KEYS[1], 'fingerprint', 'job_id')
-if existing[1] then return existing end
+if existing[1] and redis.call('EXISTS', ARGV[4] .. existing[2]) == 0 then return existing end
 redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], 'job_id', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return nil
+"""
+
+# KEYS: record, tombstone. ARGV: field, value, ... Returns 1 when created, 0
+# when the web already gave this job up (see GONE_PREFIX).
+_CREATE = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+
+# KEYS: record 1, tombstone 1, record 2, tombstone 2, ... ARGV: tombstone ttl.
+_FORGET = """
+for i = 1, #KEYS, 2 do
+  redis.call('DEL', KEYS[i])
+  redis.call('SET', KEYS[i + 1], '1', 'EX', ARGV[1])
+end
+return #KEYS / 2
 """
 
 # KEYS: effect key. ARGV: token, lease. Returns nil when claimed, else what is held
@@ -163,6 +190,10 @@ def utcnow() -> str:
     return rfc3339(datetime.now(UTC))
 
 
+class RecordRefused(RedisError):
+    """A create met the tombstone of its id: that submission was already given up."""
+
+
 @dataclass(frozen=True)
 class EffectClaim:
     claimed: bool
@@ -193,6 +224,8 @@ class JobStore:
         self._dead = client.register_script(_DEAD)
         self._replay = client.register_script(_REPLAY)
         self._claim = client.register_script(_CLAIM)
+        self._create = client.register_script(_CREATE)
+        self._forget = client.register_script(_FORGET)
         self._claim_effect = client.register_script(_CLAIM_EFFECT)
         self._renew_effect = client.register_script(_RENEW_EFFECT)
         self._release_effect = client.register_script(_RELEASE_EFFECT)
@@ -219,11 +252,24 @@ class JobStore:
             "created_at": utcnow(),
             **extra,
         }
-        self.redis.hset(self.key(job_id), mapping=record)
+        self.create_many([record])
         return record
 
-    def delete(self, job_id: str) -> None:
-        self.redis.delete(self.key(job_id))
+    def create_many(self, records: list[dict[str, Any]]) -> None:
+        """Write new records in one round trip (a pipeline of conditional creates)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for record in records:
+            job_id = record["id"]
+            fields = [item for pair in record.items() for item in pair]
+            self._create(keys=[self.key(job_id), GONE_PREFIX + job_id], args=fields, client=pipe)
+        if not all(pipe.execute()):
+            raise RecordRefused("a job id of this submission was already given up")
+
+    def forget(self, job_ids: list[str]) -> None:
+        """Remove the records of jobs the web refused, and tombstone their ids."""
+        keys = [key for job_id in job_ids for key in (self.key(job_id), GONE_PREFIX + job_id)]
+        if keys:
+            self._forget(keys=keys, args=[GONE_TTL_S])
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         raw = self.redis.hgetall(self.key(job_id))
@@ -236,7 +282,9 @@ class JobStore:
         self, key: str, fingerprint: str, job_id: str, ttl_s: int
     ) -> tuple[str, str] | None:
         """Claim ``key`` for ``job_id``; if someone holds it, return (fingerprint, job_id)."""
-        held = self._claim(keys=[IDEMPOTENCY_PREFIX + key], args=[fingerprint, job_id, ttl_s])
+        held = self._claim(
+            keys=[IDEMPOTENCY_PREFIX + key], args=[fingerprint, job_id, ttl_s, GONE_PREFIX]
+        )
         return (_text(held[0]), _text(held[1])) if held else None
 
     def release_idempotency_key(self, key: str, job_id: str) -> None:

@@ -193,6 +193,7 @@ class Platform:
         queues: Sequence[str] = (),
         concurrency: int | None = 2,
         timeout: float = 60,
+        env: dict[str, str] | None = None,
     ) -> Process:
         node = f"{name or 'test-' + uuid.uuid4().hex[:6]}@%h"
         argv = [
@@ -209,7 +210,7 @@ class Platform:
             argv += ["-c", str(concurrency)]
         if queues:
             argv += ["-Q", ",".join(queues)]
-        process = self._start(node.split("@")[0], argv)
+        process = self._start(node.split("@")[0], argv, env)
         hostname = node.replace("%h", socket.gethostname())
         process.node = hostname  # type: ignore[attr-defined]
         wait_until(
