@@ -44,8 +44,9 @@ bench: services
 test-unit: setup
 	@pytest tests/unit
 
+# Style, formatting, and the layering contracts of pyproject.toml ([tool.importlinter]).
 lint: setup
-	@ruff check . && ruff format --check .
+	@ruff check . && ruff format --check . && lint-imports
 
 # Re-pin after changing pyproject.toml (needs uv: pip install uv). The runtime
 # lock goes into images; the dev lock adds test tools with the same pins.

@@ -65,7 +65,7 @@ task_create_missing_queues = False
 worker_soft_shutdown_timeout = 30.0
 worker_enable_soft_shutdown_on_idle = True
 # Malformed or undecodable messages are dead-lettered, not dropped or fatal.
-worker_consumer = "tasks.consumer:TaskplaneConsumer"
+worker_consumer = "tasks.runtime.consumer:TaskplaneConsumer"
 # Keep our log configuration; Celery must not replace the root logger.
 worker_hijack_root_logger = False
 worker_redirect_stdouts = False

@@ -7,7 +7,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 
 from app.auth import SCOPES, hash_token, new_token
-from tasks.deadletters import list_dead, purge_dead, replay_dead
+from tasks.core.deadletters import list_dead, purge_dead, replay_dead
 
 dead = AppGroup("dead", help="List, replay or purge a queue's dead-lettered jobs.")
 

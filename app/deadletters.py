@@ -3,15 +3,14 @@
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from kombu.exceptions import OperationalError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from redis.exceptions import RedisError
 
 from app.errors import ApiError
 from app.jsonbody import read_json_object
-from app.models import validation_details
-from app.submit import PUBLISH_ERRORS, refuse_while_blocked, unavailable
-from tasks.deadletters import list_dead, purge_dead, replay_dead
+from app.submit import refuse_while_blocked, unavailable
+from tasks.core.deadletters import list_dead, purge_dead, replay_dead
+from tasks.core.errors import Unavailable
+from tasks.core.validation import validation_details
 
 bp = Blueprint("deadletters", __name__)
 
@@ -54,10 +53,8 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
 def _guarded(action: Any) -> Any:
     try:
         return action()
-    except RedisError as exc:
-        raise unavailable("job storage") from exc
-    except (*PUBLISH_ERRORS, OperationalError) as exc:
-        raise unavailable("the message broker") from exc
+    except Unavailable as exc:
+        raise unavailable(exc.what) from exc
 
 
 @bp.get("/queues/<queue>/dead")

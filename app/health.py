@@ -17,15 +17,11 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
-from amqp.exceptions import ChannelError
 from flask import Blueprint, Flask, Response, current_app, jsonify
 
-from tasks.broker_link import connect
-from tasks.consumers import enabled_queues, paused_queues
+from tasks.core.probes import check_broker, check_redis
 
 bp = Blueprint("health", __name__)
-WRITE_PROBE_KEY = "taskplane:health:write-probe"
-WRITE_PROBE_TTL_MS = 10_000
 
 
 @dataclass
@@ -100,53 +96,6 @@ def _timed(check: Any) -> dict[str, Any]:
     result = check()
     result.setdefault("latency_ms", round((time.perf_counter() - started) * 1000, 1))
     return result
-
-
-def check_broker(celery: Any) -> dict[str, Any]:
-    """Connect, then read each enabled queue's consumer count with a passive declare.
-
-    Every wait ends by the check's own timeout (the connection is dropped,
-    not closed, when the broker does not answer in time), so a frozen broker
-    cannot keep a health thread forever.
-    """
-    celery.broker_watch.ensure_started()
-    paused = _paused_or_empty(celery)
-    queues: dict[str, dict[str, Any]] = {}
-    deadline = time.monotonic() + float(celery.conf.taskplane_health_timeout_s)
-    conn = connect(celery, deadline)
-    try:
-        channel = conn.channel()
-        for name in enabled_queues(celery):
-            try:
-                _, _, consumers = channel.queue_declare(name, passive=True)
-            except ChannelError:  # not declared yet: no worker ever consumed it
-                queues[name] = {"status": "DOWN", "consumers": 0}
-                channel = conn.channel()
-                continue
-            if name in paused:
-                status = "PAUSED"
-            else:
-                status = "UP" if consumers > 0 else "DOWN"
-            queues[name] = {"status": status, "consumers": consumers}
-    finally:
-        conn.close_within(deadline)
-    alarm = celery.broker_alarm.describe()
-    if alarm is not None:
-        return {"status": "BLOCKED", **alarm, "queues": queues}
-    return {"status": "UP", "queues": queues}
-
-
-def _paused_or_empty(celery: Any) -> set[str]:
-    try:
-        return paused_queues(celery)
-    except Exception:  # noqa: BLE001 - Redis is reported by its own check
-        return set()
-
-
-def check_redis(celery: Any) -> dict[str, Any]:
-    """A write, not a PING: a Redis out of memory or read-only still answers PING."""
-    celery.jobstore.redis.set(WRITE_PROBE_KEY, "1", px=WRITE_PROBE_TTL_MS)
-    return {"status": "UP"}
 
 
 def init_app(app: Flask) -> None:

@@ -23,7 +23,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from app.queue_stats import queue_overview
+from tasks.core.queue_stats import queue_overview
 
 bp = Blueprint("metrics", __name__)
 # Routes whose deadline counter exists from the start, at 0 (others appear when hit).

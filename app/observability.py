@@ -15,8 +15,8 @@ from flask import Flask, Response, g, has_request_context, request
 from opentelemetry.instrumentation.celery import CeleryInstrumentor
 
 from app import tracing
-from tasks.logging_setup import configure_logging
-from tasks.telemetry import configure_tracing
+from tasks.core.logging_setup import configure_logging
+from tasks.core.telemetry import configure_tracing
 
 logger = logging.getLogger("taskplane.http")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

@@ -12,8 +12,9 @@ from flask import Blueprint, Response, current_app, jsonify
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 
-from app.models import MAX_DELAY_S, ErrorResponse, HealthStatus, Job, JobTypeList
-from tasks.registry import JobType
+from app.models import ErrorResponse, HealthStatus, Job, JobTypeList
+from tasks.core.registry import JobType
+from tasks.core.submission import MAX_DELAY_S
 
 bp = Blueprint("openapi", __name__)
 REF = "#/components/schemas/{model}"

@@ -7,9 +7,10 @@ from flask import Blueprint, Response, current_app, jsonify
 from redis.exceptions import RedisError
 
 from app.errors import ApiError
-from app.queue_stats import queue_overview
-from app.submit import PUBLISH_ERRORS, refuse_while_blocked, unavailable
-from tasks.consumers import pause, resume
+from app.submit import refuse_while_blocked, unavailable
+from tasks.core.errors import Unavailable
+from tasks.core.queue_stats import queue_overview
+from tasks.core.switches import pause, resume
 
 bp = Blueprint("queues", __name__)
 
@@ -50,10 +51,8 @@ def _switch(queue: str, action: Callable[[Any, str], list[dict]], paused: bool) 
     refuse_while_blocked(celery)
     try:
         replies = action(celery, _known(queue))
-    except RedisError as exc:
-        raise unavailable("job storage") from exc
-    except PUBLISH_ERRORS as exc:
-        raise unavailable("the message broker") from exc
+    except Unavailable as exc:
+        raise unavailable(exc.what) from exc
     return jsonify({"queue": queue, "paused": paused, "workers": _nodes(replies)})
 
 

@@ -1,39 +1,30 @@
-"""Turning a validated submission into a recorded, broker-confirmed job.
+"""The HTTP face of the submission core (tasks/core/submission.py): its errors as answers.
 
-The record is written before the publish, so a worker never sees a job the
-API cannot describe. If the broker does not confirm within the bound, the
-record is removed and the client gets 503: the job does not exist. (Should
-the broker still take that message later, the worker finds no record for a
-message marked as recorded and drops it.)
+``POST /jobs`` and ``POST /jobs/batch`` parse, authorize and call the core;
+this module maps what the core raises to the one JSON error shape and counts
+what was accepted and refused.
 """
 
-import logging
-import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
-
-from amqp.exceptions import AMQPError, MessageNacked
-from kombu.exceptions import OperationalError
-from redis.exceptions import RedisError
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from app.errors import ApiError
-from tasks.base import RECORDED_HEADER
-from tasks.factory import TaskplaneCelery
-from tasks.jobstore import rfc3339
-from tasks.registry import JobType
+from app.metrics import job_submitted, publish_failed
+from tasks.core.submission import (
+    Idempotency,
+    IdempotencyConflict,
+    InvalidBatch,
+    InvalidJob,
+    NewJob,
+    Submitted,
+    Unavailable,
+    submit,
+)
 
-logger = logging.getLogger("taskplane.web")
 RETRY_AFTER_S = "5"
-# OSError includes timeouts, and so tasks.publisher.ConfirmTimeout.
-PUBLISH_ERRORS = (OperationalError, AMQPError, MessageNacked, OSError)
-
-
-@dataclass(frozen=True)
-class Submission:
-    job_type: JobType
-    payload: dict[str, Any]
-    run_at: datetime | None = None  # None: now
+T = TypeVar("T")
 
 
 def unavailable(what: str) -> ApiError:
@@ -45,7 +36,7 @@ def unavailable(what: str) -> ApiError:
     )
 
 
-def refuse_while_blocked(celery: TaskplaneCelery) -> None:
+def refuse_while_blocked(celery: Any) -> None:
     """503 at once while RabbitMQ blocks publishers (a memory or disk alarm).
 
     For operations that publish through Celery's own connections (remote
@@ -54,73 +45,73 @@ def refuse_while_blocked(celery: TaskplaneCelery) -> None:
     """
     celery.broker_watch.ensure_started()
     if celery.broker_alarm.reason is not None:
-        raise unavailable(
-            f"the message broker (it blocks publishers: {celery.broker_alarm.reason})"
-        )
+        reason = celery.broker_alarm.reason
+        raise unavailable(f"the message broker (it blocks publishers: {reason})")
 
 
-class BrokerUnavailable(ApiError):
-    """The broker did not confirm a publish: counted as a publish failure."""
-
-    def __init__(self) -> None:
-        error = unavailable("the message broker")
-        super().__init__(error.status, error.code, error.message, headers=error.headers)
-
-
-def submit_job(celery: TaskplaneCelery, submission: Submission, job_id: str | None = None) -> dict:
-    job_id = job_id or str(uuid.uuid4())
-    job_type = submission.job_type
-    countdown = _countdown(submission.run_at)
-    extra = {"scheduled_for": rfc3339(submission.run_at)} if countdown else {}
+def checked(validate: Callable[[], T]) -> T:
+    """Run a core validation; its errors become 422 answers."""
     try:
-        record = celery.jobstore.create(
-            job_id,
-            job_type.name,
-            job_type.queue,
-            state="scheduled" if countdown else "queued",
-            **extra,
-        )
-    except RedisError as exc:
-        logger.warning("could not record job: %s", exc)
-        # A Redis that timed out may still run the write later: remove it then.
-        celery.forgetter.forget([job_id], now=False)
-        raise unavailable("job storage") from exc
+        return validate()
+    except InvalidJob as exc:
+        if exc.code == "unknown_job_type":
+            raise ApiError(422, exc.code, exc.message, details=exc.extra) from exc
+        raise ApiError(422, exc.code, exc.message, details=exc.problems) from exc
+    except InvalidBatch as exc:
+        raise ApiError(422, "validation_failed", exc.message, details=exc.problems) from exc
+
+
+def accept(
+    celery: Any, jobs: Sequence[NewJob], idempotency: Idempotency | None = None
+) -> list[Submitted]:
+    """Submit through the core; 503 when storage or the broker did not take the jobs."""
     try:
-        message = celery.publisher.build(
-            job_id, job_type.name, submission.payload, {RECORDED_HEADER: True}, countdown=countdown
-        )
-        celery.publisher.publish(
-            [(job_type.queue, message)], confirm_timeout_s(celery), countdown=countdown
-        )
-    except PUBLISH_ERRORS as exc:
-        logger.warning("broker did not confirm job %s: %s", job_id, exc)
-        forget(celery, job_id)
-        raise BrokerUnavailable() from exc
-    return record
+        submitted = submit(celery, jobs, idempotency=idempotency)
+    except Unavailable as exc:
+        if exc.what == "the message broker":
+            for name, count in _per_type(jobs).items():
+                publish_failed(name, count)
+        raise unavailable(exc.what) from exc
+    except IdempotencyConflict as exc:
+        if exc.in_progress:
+            raise ApiError(
+                409,
+                "idempotency_key_in_progress",
+                "a request with this Idempotency-Key is still being accepted",
+                headers={"Retry-After": "1"},
+            ) from exc
+        raise ApiError(
+            409,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different request body",
+            details={"job_id": exc.job_id},
+        ) from exc
+    created = [job for job, done in zip(jobs, submitted, strict=True) if done.created]
+    for name, count in _per_type(created).items():
+        job_submitted(name, count)
+    return submitted
 
 
-def confirm_timeout_s(celery: TaskplaneCelery, jobs: int = 1) -> float:
-    """How long the broker may take to confirm ``jobs`` messages before we answer 503."""
-    return float(celery.conf.taskplane_confirm_timeout_s) + (jobs - 1) / 50
-
-
-def _countdown(run_at: datetime | None) -> int | None:
-    """Whole seconds until ``run_at``, rounded (native delayed delivery counts seconds).
-
-    Rounded rather than cut: ``delay_s: 1`` leaves a hair under a second by the
-    time it is published, and must still wait a second.
-    """
-    if run_at is None:
+def idempotency_from(key: str | None, body: Any, namespace: str, ttl_s: int) -> Idempotency | None:
+    """The request's Idempotency-Key, per token, with a digest of its body; 400 if malformed."""
+    if key is None:
         return None
-    seconds = round((run_at - datetime.now(UTC)).total_seconds())
-    return seconds if seconds >= 1 else None
+    if not IDEMPOTENCY_KEY_CHARS.issuperset(key) or not 1 <= len(key) <= 255:
+        raise ApiError(
+            400, "invalid_idempotency_key", "Idempotency-Key must be 1-255 visible ASCII characters"
+        )
+    fingerprint = hashlib.sha256(
+        json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+    # Keys are per token: two clients never see each other's jobs this way.
+    return Idempotency(f"{namespace}:{key}", fingerprint, ttl_s)
 
 
-def forget(celery: TaskplaneCelery, job_id: str) -> None:
-    celery.forgetter.forget([job_id])
+IDEMPOTENCY_KEY_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
 
 
-def delay_until(delay_s: float | None, run_at: datetime | None) -> datetime | None:
-    if delay_s:
-        return datetime.now(UTC) + timedelta(seconds=delay_s)
-    return run_at
+def _per_type(jobs: Sequence[NewJob]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for job in jobs:
+        counts[job.job_type.name] = counts.get(job.job_type.name, 0) + 1
+    return counts

@@ -2,7 +2,7 @@
 
 What the web needs from tracing is the trace context: continue the caller's
 W3C ``traceparent`` (or start a trace), make the request's span current so
-its ids reach the log lines and the job messages (tasks/publisher.py injects
+its ids reach the log lines and the job messages (tasks/core/publisher injects
 it), and export the span when OTLP is configured.
 
 OpenTelemetry's Flask instrumentation did this and more: it wraps the WSGI

@@ -11,17 +11,17 @@ from celery import Celery, bootsteps, signals
 
 from config import config_module
 from config.checks import platform_problems, refuse_if_any
-from tasks.base import JobTask
-from tasks.broker_link import BrokerAlarm, BrokerWatch
-from tasks.consumers import apply_at_worker_start, apply_worker_group
-from tasks.deaths import DeathWatcher
-from tasks.forgetter import Forgetter
-from tasks.jobstore import JobStore, redis_client
-from tasks.logging_setup import configure_logging
-from tasks.publisher import JobPublisher
-from tasks.queues import dead_letter_queues, deaths_queue, job_queues, queue_names
-from tasks.registry import JobType, enabled_job_types
-from tasks.telemetry import instrument_worker_process
+from tasks.core.broker_link import BrokerAlarm, BrokerWatch
+from tasks.core.forgetter import Forgetter
+from tasks.core.jobstore import JobStore, redis_client
+from tasks.core.logging_setup import configure_logging
+from tasks.core.publisher import JobPublisher
+from tasks.core.queues import dead_letter_queues, deaths_queue, job_queues, queue_names
+from tasks.core.registry import JobType, enabled_job_types
+from tasks.core.telemetry import instrument_worker_process
+from tasks.runtime.deaths import DeathWatcher
+from tasks.runtime.switches import apply_at_worker_start, apply_worker_group
+from tasks.runtime.task import JobTask
 
 
 class TaskplaneCelery(Celery):
@@ -45,7 +45,7 @@ class TaskplaneCelery(Celery):
         return JobStore(client, int(self.conf.result_expires))
 
     # Set in the web: a watch connection learns of RabbitMQ's alarms (see
-    # tasks/broker_link.py) so submits answer 503 at once while one is on.
+    # tasks/core/broker_link) so submits answer 503 at once while one is on.
     watches_broker = False
 
     @cached_property

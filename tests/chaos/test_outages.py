@@ -8,7 +8,7 @@ import uuid
 import httpx
 import pytest
 
-from tasks.base import RECORDED_HEADER
+from tasks.core.messages import RECORDED_HEADER
 from tasks.factory import create_celery_app
 from tests.integration.helpers import assert_error, follow, submit_until_accepted, wait_for_state
 from tests.services import wait_until

@@ -177,13 +177,14 @@ def test_inspect_active_queues_lists_the_four_quorum_queues(platform, worker):
 
 
 def test_inspect_active_shows_a_running_job(platform, worker, api):
-    job = submit(api, "diagnostics.sleep", {"seconds": 2})
+    # Long enough to outlast the three CLI calls below on a loaded machine.
+    job = submit(api, "diagnostics.sleep", {"seconds": 6})
     wait_until(lambda: state(api, job["id"]) == "started", 15, 0.05, what="the job to start")
     active = inspect_json(platform, worker.node, "active")
     assert [task["id"] for task in active] == [job["id"]], active
     task = active[0]
     assert task["name"] == "diagnostics.sleep", task
-    assert task["args"] == [{"seconds": 2.0}], task
+    assert task["args"] == [{"seconds": 6}], task
     assert task["hostname"] == worker.node, task
     assert task["delivery_info"]["exchange"] == "taskplane", task
     assert task["delivery_info"]["routing_key"] == "diagnostics", task
@@ -193,7 +194,7 @@ def test_inspect_active_shows_a_running_job(platform, worker, api):
 
     final, seen = follow(api, job["id"])
     assert final["state"] == "succeeded", final
-    assert final["result"] == {"slept_s": 2.0}, final
+    assert final["result"] == {"slept_s": 6}, final
     assert seen[-2:] == ["started", "succeeded"], seen
     assert inspect_json(platform, worker.node, "active") == []
 

@@ -12,9 +12,9 @@ import uuid
 
 import pytest
 
-from tasks.base import JobContext
-from tasks.errors import EffectInProgress
-from tasks.jobstore import JobStore, effect_key, redis_client
+from tasks.core.errors import EffectInProgress
+from tasks.core.jobstore import JobStore, effect_key, redis_client
+from tasks.runtime.effects import JobContext
 from tests.integration.helpers import FINAL, follow
 
 EFFECTS_KEY = "taskplane:diagnostics:effects"

@@ -1,4 +1,4 @@
-"""tasks/broker_link.py: a broker that does not answer cannot hold a caller past its deadline.
+"""tasks/core/broker_link: a broker that does not answer cannot hold a caller past its deadline.
 
 The "broker" here is a local socket that accepts TCP and then says nothing (what a
 frozen RabbitMQ looks like from outside: the kernel completes the handshake for it),
@@ -16,9 +16,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tasks.broker_link import BoundedConnection, BrokerAlarm, BrokerBlocked, connect
+from tasks.core.broker_link import BoundedConnection, BrokerAlarm, BrokerBlocked, connect
+from tasks.core.publisher import JobPublisher
 from tasks.factory import create_celery_app
-from tasks.publisher import JobPublisher
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 from datetime import UTC, datetime, timedelta
 
-from app.submit import _countdown
+from tasks.core.submission import countdown_for as _countdown
 
 
 def test_a_one_second_delay_still_waits_a_second():

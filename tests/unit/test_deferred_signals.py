@@ -1,7 +1,7 @@
 import os
 import signal
 
-from tasks.base import deferred_signals
+from tasks.runtime.effects import deferred_signals
 
 
 def test_a_signal_sent_inside_the_block_is_handled_only_after_it():

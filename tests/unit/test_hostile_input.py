@@ -5,7 +5,7 @@ import pytest
 from app.auth import ApiToken, find_token, hash_token, load_tokens
 from app.jsonbody import nesting_depth
 from config.checks import platform_problems, web_problems
-from tasks.netpolicy import UrlNotAllowed, UrlPolicy
+from tasks.core.netpolicy import UrlNotAllowed, UrlPolicy
 
 
 def test_nesting_depth_counts_arrays_and_objects():
@@ -108,8 +108,8 @@ def test_production_names_each_insecure_web_setting():
 
 def test_the_worker_checks_the_url_again_before_connecting():
     """What webhook.deliver and logs.summarize call right before their request."""
-    from tasks.errors import PermanentError
-    from tasks.webhooks.deliver import ensure_allowed
+    from tasks.core.errors import PermanentError
+    from tasks.jobs.outbound_http import ensure_allowed
 
     strict = Conf(taskplane_url_policy={"deny_private": True})
     with pytest.raises(PermanentError, match="not allowed"):

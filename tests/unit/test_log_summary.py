@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tasks.logs.summary import LineLimitExceeded, bounded_lines, summarize
+from tasks.jobs.logs.summary import LineLimitExceeded, bounded_lines, summarize
 
 EXPECTED_KEYS = {
     "line_count",

@@ -1,7 +1,7 @@
 import json
 import logging
 
-from tasks.logging_setup import ContextFilter, HideReturnValues, JsonFormatter
+from tasks.core.logging_setup import ContextFilter, HideReturnValues, JsonFormatter
 
 
 def _record(msg, args):

@@ -1,7 +1,7 @@
 from openapi_spec_validator import validate
 
 from app.openapi import build_document
-from tasks.registry import JOB_TYPES
+from tasks.core.registry import JOB_TYPES
 
 
 def test_document_is_valid_openapi_31_with_every_job_type():

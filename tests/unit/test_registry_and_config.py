@@ -4,10 +4,10 @@ import pytest
 
 import celeryconfig
 from config import config_module, current_environment
-from tasks.queues import job_queue, queue_names
-from tasks.registry import JOB_TYPES, JobType, enabled_job_types
-from tasks.retry import RetryPolicy
-from tasks.webhooks.schema import WebhookPayload
+from tasks.core.queues import job_queue, queue_names
+from tasks.core.registry import JOB_TYPES, JobType, enabled_job_types
+from tasks.core.retry import RetryPolicy
+from tasks.jobs.webhooks.schema import WebhookPayload
 
 
 def _job_type(**overrides):
@@ -16,7 +16,7 @@ def _job_type(**overrides):
         family="webhooks",
         queue="webhooks",
         payload_model=WebhookPayload,
-        handler="tasks.webhooks.deliver:deliver",
+        handler="tasks.jobs.webhooks.deliver:deliver",
         retry=RetryPolicy(max_attempts=1, backoff_base_s=1, backoff_cap_s=1),
         time_limit_s=10,
         description="",

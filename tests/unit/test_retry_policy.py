@@ -1,8 +1,8 @@
 import pytest
 
-from tasks.base import describe_error, is_transient, whole_seconds
-from tasks.errors import PermanentError, TransientError
-from tasks.retry import RetryPolicy
+from tasks.core.errors import PermanentError, TransientError
+from tasks.core.retry import RetryPolicy
+from tasks.runtime.task import describe_error, is_transient, whole_seconds
 
 
 def test_backoff_grows_exponentially_up_to_the_cap_without_jitter():

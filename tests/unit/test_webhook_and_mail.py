@@ -3,10 +3,10 @@ from email.utils import format_datetime
 
 import pytest
 
-from tasks.errors import PermanentError, TransientError
-from tasks.mail.schema import EmailPayload
-from tasks.mail.send import build_message, raise_for_codes
-from tasks.webhooks.deliver import classify, parse_retry_after
+from tasks.core.errors import PermanentError, TransientError
+from tasks.jobs.mail.schema import EmailPayload
+from tasks.jobs.mail.send import build_message, raise_for_codes
+from tasks.jobs.outbound_http import classify, parse_retry_after
 
 
 @pytest.mark.parametrize("status", [200, 201, 204, 299])

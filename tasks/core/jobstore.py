@@ -9,6 +9,7 @@ effect markers.
 """
 
 import json
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -34,7 +35,11 @@ GONE_TTL_S = 7 * 24 * 3600
 FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 WAITING_STATES = frozenset({"queued", "scheduled", "retrying"})
 
-# ARGV: now, worker, type, id, queue, recorded, takeover. Returns {outcome, attempts}.
+# ARGV: now, worker, type, id, queue, recorded, takeover, run. Returns {outcome, attempts}.
+# ``run`` names this execution: the worker's Redis client retries a call that
+# timed out, and a Redis that was frozen rather than down runs both copies,
+# so the second finds its own run already started and goes on with it (it
+# must neither count a second attempt nor drop the job as a duplicate).
 # A message our web published always has a record; if it is gone, the web
 # answered 503 and removed it (the job does not exist): do not run it. A
 # message from another producer has no record yet: create one.
@@ -48,6 +53,9 @@ local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'succeeded' or state == 'failed' or state == 'cancelled' then
   return {state, tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')}
 end
+if state == 'started' and redis.call('HGET', KEYS[1], 'run') == ARGV[8] then
+  return {'started', tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')}
+end
 if state == 'started' and ARGV[7] ~= '1' then
   return {'duplicate', tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')}
 end
@@ -57,7 +65,8 @@ if not state then
              'created_at', ARGV[1], 'attempts', 0)
 end
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('HSET', KEYS[1], 'state', 'started', 'started_at', ARGV[1], 'worker', ARGV[2])
+redis.call('HSET', KEYS[1], 'state', 'started', 'started_at', ARGV[1], 'worker', ARGV[2],
+           'run', ARGV[8])
 redis.call('HDEL', KEYS[1], 'next_attempt_at', 'scheduled_for')
 return {'started', attempts}
 """
@@ -137,21 +146,50 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return nil
 """
 
-# KEYS: record, tombstone. ARGV: field, value, ... Returns 1 when created, 0
-# when the web already gave this job up (see GONE_PREFIX).
+# KEYS: record, tombstone set. ARGV: token, publishing mark, field, value, ...
+# The token names this create attempt ("" for a fresh random id, which has
+# only one); a tombstone holds the tokens of attempts the web gave up on. A
+# record that exists already is returned, not overwritten: a caller-given
+# (deterministic) id creates one job however many producers race on it. The
+# publishing mark ("<token>:<deadline ms>", deterministic ids only) tells a
+# racing producer that the message is not confirmed yet.
 _CREATE = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV))
-return 1
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return {'refused'} end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', redis.call('HGETALL', KEYS[1])} end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], 'token', ARGV[1]) end
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'publishing', ARGV[2]) end
+return {'created'}
 """
 
-# KEYS: record 1, tombstone 1, record 2, tombstone 2, ... ARGV: tombstone ttl.
+# KEYS: record 1, tombstone 1, record 2, tombstone 2, ... ARGV: tombstone ttl,
+# then one token per record. A record goes only if this attempt created it.
 _FORGET = """
 for i = 1, #KEYS, 2 do
-  redis.call('DEL', KEYS[i])
-  redis.call('SET', KEYS[i + 1], '1', 'EX', ARGV[1])
+  local token = ARGV[(i + 1) / 2 + 1]
+  if (redis.call('HGET', KEYS[i], 'token') or '') == token then redis.call('DEL', KEYS[i]) end
+  redis.call('SADD', KEYS[i + 1], token)
+  redis.call('EXPIRE', KEYS[i + 1], ARGV[1])
 end
 return #KEYS / 2
+"""
+
+# KEYS: records. ARGV: their publishing marks. Clears each mark still ours.
+_PUBLISHED = """
+for i = 1, #KEYS do
+  if redis.call('HGET', KEYS[i], 'publishing') == ARGV[i] then
+    redis.call('HDEL', KEYS[i], 'publishing')
+  end
+end
+return #KEYS
+"""
+
+# KEYS: record. ARGV: the mark seen, the new mark. Takes over a publication
+# whose producer's deadline passed (it died or gave up without a trace).
+_ADOPT = """
+if redis.call('HGET', KEYS[1], 'publishing') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'publishing', ARGV[2])
+return 1
 """
 
 # KEYS: effect key. ARGV: token, lease. Returns nil when claimed, else what is held
@@ -159,6 +197,7 @@ return #KEYS / 2
 # the milliseconds left on it.
 _CLAIM_EFFECT = """
 local held = redis.call('GET', KEYS[1])
+if held == 'pending:' .. ARGV[1] then return nil end  -- our own call, retried
 if held then return {held, redis.call('PTTL', KEYS[1])} end
 redis.call('SET', KEYS[1], 'pending:' .. ARGV[1], 'EX', ARGV[2])
 return nil
@@ -177,7 +216,7 @@ if redis.call('GET', KEYS[1]) == 'pending:' .. ARGV[1] then redis.call('DEL', KE
 return 1
 """
 
-_JSON_FIELDS = ("result", "error", "history")
+_JSON_FIELDS = ("result", "error", "history", "tags")
 _INT_FIELDS = ("attempts",)
 
 
@@ -192,6 +231,21 @@ def utcnow() -> str:
 
 class RecordRefused(RedisError):
     """A create met the tombstone of its id: that submission was already given up."""
+
+
+@dataclass(frozen=True)
+class NewRecord:
+    """A record to create: its fields, the attempt's token and publishing mark."""
+
+    fields: dict[str, Any]
+    token: str = ""
+    publishing: str = ""
+
+
+@dataclass(frozen=True)
+class CreateOutcome:
+    state: str  # "created", "exists" (see ``existing``) or "refused" (given up before)
+    existing: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -226,6 +280,8 @@ class JobStore:
         self._claim = client.register_script(_CLAIM)
         self._create = client.register_script(_CREATE)
         self._forget = client.register_script(_FORGET)
+        self._published = client.register_script(_PUBLISHED)
+        self._adopt = client.register_script(_ADOPT)
         self._claim_effect = client.register_script(_CLAIM_EFFECT)
         self._renew_effect = client.register_script(_RENEW_EFFECT)
         self._release_effect = client.register_script(_RELEASE_EFFECT)
@@ -243,6 +299,7 @@ class JobStore:
     def create(
         self, job_id: str, job_type: str, queue: str, state: str = "queued", **extra: str
     ) -> dict[str, Any]:
+        """Write one new record (a fresh id); see ``create_many`` for the general case."""
         record = {
             "id": job_id,
             "type": job_type,
@@ -252,24 +309,54 @@ class JobStore:
             "created_at": utcnow(),
             **extra,
         }
-        self.create_many([record])
+        (outcome,) = self.create_many([NewRecord(record)])
+        if outcome.state != "created":
+            raise RecordRefused(f"job {job_id} exists already or was given up")
         return record
 
-    def create_many(self, records: list[dict[str, Any]]) -> None:
-        """Write new records in one round trip (a pipeline of conditional creates)."""
+    def create_many(self, records: list["NewRecord"]) -> list["CreateOutcome"]:
+        """Write new records in one round trip; an id that exists keeps its record."""
         pipe = self.redis.pipeline(transaction=False)
-        for record in records:
-            job_id = record["id"]
-            fields = [item for pair in record.items() for item in pair]
-            self._create(keys=[self.key(job_id), GONE_PREFIX + job_id], args=fields, client=pipe)
-        if not all(pipe.execute()):
-            raise RecordRefused("a job id of this submission was already given up")
+        for new in records:
+            job_id = new.fields["id"]
+            fields = [
+                item
+                for name, value in new.fields.items()
+                for item in (name, json.dumps(value) if name in _JSON_FIELDS else value)
+            ]
+            self._create(
+                keys=[self.key(job_id), GONE_PREFIX + job_id],
+                args=[new.token, new.publishing, *fields],
+                client=pipe,
+            )
+        outcomes = []
+        for reply in pipe.execute():
+            state = _text(reply[0])
+            existing = None
+            if state == "exists":
+                flat = reply[1]
+                existing = decode_record(dict(zip(flat[::2], flat[1::2], strict=True)))
+            outcomes.append(CreateOutcome(state, existing))
+        return outcomes
 
-    def forget(self, job_ids: list[str]) -> None:
-        """Remove the records of jobs the web refused, and tombstone their ids."""
+    def forget(self, job_ids: list[str], tokens: list[str] | None = None) -> None:
+        """Remove the records of jobs the web refused, and tombstone those attempts."""
+        tokens = tokens or [""] * len(job_ids)
         keys = [key for job_id in job_ids for key in (self.key(job_id), GONE_PREFIX + job_id)]
         if keys:
-            self._forget(keys=keys, args=[GONE_TTL_S])
+            self._forget(keys=keys, args=[GONE_TTL_S, *tokens])
+
+    def published(self, job_ids: list[str], marks: list[str]) -> None:
+        """Clear the publishing marks of confirmed deterministic-id jobs."""
+        if job_ids:
+            self._published(keys=[self.key(i) for i in job_ids], args=marks)
+
+    def publishing_mark(self, job_id: str) -> str | None:
+        return _text(self.redis.hget(self.key(job_id), "publishing"))
+
+    def adopt(self, job_id: str, seen: str, mark: str) -> bool:
+        """Take over the publication of a job whose producer's deadline passed."""
+        return bool(self._adopt(keys=[self.key(job_id)], args=[seen, mark]))
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         raw = self.redis.hgetall(self.key(job_id))
@@ -304,8 +391,10 @@ class JobStore:
         takeover: bool = False,
     ) -> StartOutcome:
         flags = ["1" if recorded else "0", "1" if takeover else "0"]
+        run = uuid.uuid4().hex  # the same for the client's retries of this one call
         state, attempts = self._start(
-            keys=[self.key(job_id)], args=[utcnow(), worker or "", job_type, job_id, queue, *flags]
+            keys=[self.key(job_id)],
+            args=[utcnow(), worker or "", job_type, job_id, queue, *flags, run],
         )
         state = _text(state)
         return StartOutcome(proceed=state == "started", state=state, attempt=int(attempts))

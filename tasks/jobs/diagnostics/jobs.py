@@ -5,9 +5,9 @@ import signal
 import time
 from typing import Any
 
-from tasks.base import JobContext
-from tasks.diagnostics.schema import CrashPayload, EchoPayload, FailPayload, SleepPayload
-from tasks.errors import PermanentError, TransientError
+from tasks.core.errors import PermanentError, TransientError
+from tasks.jobs.diagnostics.schema import CrashPayload, EchoPayload, FailPayload, SleepPayload
+from tasks.runtime.effects import JobContext
 
 
 def echo(payload: EchoPayload, context: JobContext) -> dict[str, Any]:

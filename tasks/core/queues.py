@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 from kombu import Exchange, Queue
 
-from tasks.registry import JobType
+from tasks.core.registry import JobType
 
 JOB_EXCHANGE = Exchange("taskplane", type="topic", durable=True)
 DEAD_LETTER_EXCHANGE = Exchange("taskplane.dead", type="topic", durable=True)

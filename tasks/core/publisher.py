@@ -23,7 +23,7 @@ A lane that fails in any way is dropped, never reused: a confirm that arrives
 late can never be taken for the confirm of a later publish. Every wait on a
 lane (connecting, opening channels, declaring, writing, confirms) ends by the
 publish's deadline, and a lane is dropped by closing its socket, never by
-waiting for the broker (see tasks/broker_link.py). While RabbitMQ blocks
+waiting for the broker (see tasks/core/broker_link). While RabbitMQ blocks
 publishers (a memory or disk alarm), the web's publishes fail at once with
 ``BrokerBlocked``; a worker's retry waits through the block, up to its bound.
 """
@@ -37,7 +37,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from copy import copy
-from typing import Any
+from typing import Any, NamedTuple
 
 import amqp
 from amqp import spec
@@ -49,13 +49,19 @@ from celery.utils.time import utcoffset
 from kombu.serialization import dumps
 from kombu.transport.native_delayed_delivery import (
     bind_queue_to_native_delayed_delivery_exchange,
-    calculate_routing_key,
     declare_native_delayed_delivery_exchanges_and_queues,
 )
 from opentelemetry import propagate
 
-from tasks.broker_link import BoundedConnection, BrokerAlarm, BrokerBlocked, BrokerWatch, connect
-from tasks.queues import JOB_EXCHANGE
+from tasks.core.broker_link import (
+    BoundedConnection,
+    BrokerAlarm,
+    BrokerBlocked,
+    BrokerWatch,
+    connect,
+)
+from tasks.core.messages import route
+from tasks.core.queues import JOB_EXCHANGE
 
 logger = logging.getLogger("taskplane.publisher")
 
@@ -64,9 +70,6 @@ logger = logging.getLogger("taskplane.publisher")
 # more try on a fresh connection, which declares the queues again. A nack is
 # final, and so is a blocked broker (BrokerBlocked, checked first).
 RETRYABLE_ERRORS = (OSError, RecoverableConnectionError, ChannelError)
-# Celery's native delayed delivery: a countdown message enters here and is
-# passed down binary levels of TTL queues to its queue (kombu computes the key).
-DELAYED_EXCHANGE = "celery_delayed_27"
 # No second try with less time than this left: it could only time out.
 MIN_RETRY_S = 0.05
 
@@ -78,6 +81,18 @@ EVENT_WRITE_TIMEOUT_S = 1.0
 # web's memory stays flat however big the batch.
 COALESCE_BYTES = 256 * 1024
 PUBLISH_ARGS = "Bssbb"  # Basic.Publish: ticket, exchange, routing key, mandatory, immediate
+
+
+class Outgoing(NamedTuple):
+    """One message to publish: its queue, the message and its delay in whole seconds.
+
+    ``message`` is a task message built by ``JobPublisher.build``, or an
+    ``amqp.Message`` published as it is (a dead letter replayed unchanged).
+    """
+
+    queue: str
+    message: Any
+    countdown: int | None = None
 
 
 class ConfirmTimeout(TimeoutError):
@@ -131,20 +146,19 @@ class JobPublisher:
 
     def publish(
         self,
-        messages: list[tuple[str, Any]],
+        messages: list[Outgoing],
         timeout_s: float,
         *,
-        countdown: int | None = None,
         wait_when_blocked: bool = False,
     ) -> None:
-        """Publish (queue name, task message) pairs, all confirmed within ``timeout_s``.
+        """Publish the messages, all confirmed within ``timeout_s``.
 
         Returns or raises within ``timeout_s`` (plus a few milliseconds),
         whatever the broker does. While the broker blocks publishers, raises
         ``BrokerBlocked`` at once, unless ``wait_when_blocked`` (a worker
         publishing a retry: its job's message stays unacked meanwhile, so
-        waiting loses nothing). ``countdown`` (whole seconds) delays them all
-        with Celery's native delayed delivery.
+        waiting loses nothing). A message with a countdown is delayed by
+        Celery's native delayed delivery.
 
         One more try on a fresh connection if the first fails on the
         connection or is not confirmed in time: a kept connection can be dead
@@ -152,7 +166,7 @@ class JobPublisher:
         balancer's idle cut; these connections run without heartbeats, as
         Celery's producer connections do). A message that did arrive the
         first time arrives twice under the same job id; the worker runs a job
-        id once (see tasks/jobstore.py, _START).
+        id once (see tasks/core/jobstore, _START).
         """
         started = time.monotonic()
         deadline = started + timeout_s
@@ -167,7 +181,7 @@ class JobPublisher:
         lane = None
         try:
             lane = self._lane(first_deadline, wait_when_blocked)
-            lane.publish(messages, first_deadline, countdown)
+            lane.publish(messages, first_deadline)
         except BrokerBlocked:
             self._drop_lane()
             raise
@@ -180,7 +194,7 @@ class JobPublisher:
                 raise
             logger.info("publish failed on a kept connection, retrying on a fresh one: %r", exc)
             try:
-                self._lane(deadline, wait_when_blocked).publish(messages, deadline, countdown)
+                self._lane(deadline, wait_when_blocked).publish(messages, deadline)
             except BaseException:
                 self._drop_lane()
                 raise
@@ -242,26 +256,20 @@ class _Lane:
         self.events: amqp.Channel | None = None
         self.events_broken = False
 
-    def publish(
-        self, messages: list[tuple[str, Any]], deadline: float, countdown: int | None = None
-    ) -> None:
+    def publish(self, messages: list[Outgoing], deadline: float) -> None:
         self.connection.bound(deadline)
-        for queue_name in {queue for queue, _ in messages} - self.declared:
+        for queue_name in {out.queue for out in messages} - self.declared:
             self.app.amqp.queues[queue_name](self.jobs).declare()
             self.declared.add(queue_name)
-        exchange = JOB_EXCHANGE.name
-        if countdown:
+        if any(out.countdown for out in messages):
             self.publisher.ensure_delayed_delivery(self.connection)
-            exchange = DELAYED_EXCHANGE
         send = self.jobs.send_method
         self.connection.bound(deadline)
         with _coalesced_writes(self.transport, len(messages) > 1, self.connection):
-            for queue_name, message in messages:
+            for queue_name, message, countdown in messages:
                 self.published += 1
                 self.pending.add(self.published)
-                routing_key = (
-                    calculate_routing_key(countdown, queue_name) if countdown else queue_name
-                )
+                exchange, routing_key = route(queue_name, countdown)
                 # Basic.Publish as py-amqp's basic_publish sends it, minus the
                 # non-blocking read it makes before every message (a system
                 # call and an exception each time); confirms are collected below.
@@ -301,9 +309,10 @@ class _Lane:
         self.nacked.append(delivery_tag)
         self._on_ack(delivery_tag, multiple)
 
-    def send_sent_events(self, messages: list[tuple[str, Any]], hostname: str) -> None:
+    def send_sent_events(self, messages: list[Outgoing], hostname: str) -> None:
         """``task-sent`` for Flower: best effort, unconfirmed, never fails a submit."""
-        if self.events_broken or not messages or messages[0][1].sent_event is None:
+        messages = [out for out in messages if getattr(out.message, "sent_event", None)]
+        if self.events_broken or not messages:
             return
         try:
             exchange = self.app.conf.event_exchange
@@ -327,7 +336,7 @@ class _Lane:
                     routing_key=routing_key,
                     **message.sent_event,
                 )
-                for routing_key, message in messages
+                for routing_key, message, _ in messages
             ]
             # A batch's events travel as one list, as Celery's own dispatcher
             # sends buffered task events ("task.multi"); receivers such as
@@ -392,6 +401,8 @@ def _coalesced_writes(
 
 
 def _amqp_message(message: Any, delivery_mode: int) -> amqp.Message:
+    if isinstance(message, amqp.Message):
+        return message
     content_type, encoding, body = dumps(message.body, serializer="json")
     return amqp.Message(
         body,

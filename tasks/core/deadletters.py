@@ -2,18 +2,22 @@
 
 The messages themselves stay in RabbitMQ (``<queue>.dead``); Redis keeps an
 index (newest first) and the job records, so listing is cheap and paged
-while the payload never leaves the broker. Replay resets the record (keeping
-the previous run in ``history``), republishes the original message with the
-same id to its queue with a publisher confirm, and only then acks the dead copy.
+while the payload never leaves the broker. Replay goes through the submission core
+(tasks/core/submission.py, ``replay``): it resets the record (keeping the
+previous run in ``history``) and republishes the original message with the
+same id to its queue with a publisher confirm; only then is the dead copy acked.
 """
 
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from kombu import Connection, Message, Producer
+import amqp
+from kombu import Connection, Message
 
-from tasks.queues import JOB_EXCHANGE, dead_letter_queue, dead_letter_queue_name
+from tasks.core.errors import Unavailable, unavailable_as_one_error
+from tasks.core.queues import dead_letter_queue, dead_letter_queue_name
+from tasks.core.submission import replay
 
 logger = logging.getLogger("taskplane.deadletters")
 # Headers RabbitMQ adds when dead-lettering; a replayed message starts clean.
@@ -35,6 +39,7 @@ class ReplayReport:
     not_found: list[str] = field(default_factory=list)
 
 
+@unavailable_as_one_error
 def list_dead(app: Any, queue: str, offset: int = 0, limit: int = 50) -> dict[str, Any]:
     store = app.jobstore
     ids = store.dead_ids(queue, offset, limit)
@@ -61,6 +66,7 @@ def list_dead(app: Any, queue: str, offset: int = 0, limit: int = 50) -> dict[st
     }
 
 
+@unavailable_as_one_error
 def replay_dead(app: Any, queue: str, job_ids: list[str] | None = None) -> ReplayReport:
     """Replay the listed jobs (all when None) from ``<queue>.dead`` back to ``queue``."""
     wanted = None if job_ids is None else set(job_ids)
@@ -70,13 +76,14 @@ def replay_dead(app: Any, queue: str, job_ids: list[str] | None = None) -> Repla
             job_id = (message.headers or {}).get("id")
             if wanted is not None and job_id not in wanted:
                 continue  # left unacked: returns to the dead-letter queue on close
-            _replay_one(app, conn, queue, job_id, message)
+            _replay_one(app, queue, job_id, message)
             report.replayed.append(job_id)
     if wanted is not None:
         report.not_found = sorted(wanted - set(report.replayed))
     return report
 
 
+@unavailable_as_one_error
 def purge_dead(app: Any, queue: str, job_ids: list[str] | None = None) -> int:
     """Drop dead letters for good (all when ``job_ids`` is None); returns how many."""
     with app.connection_for_write() as conn:
@@ -116,28 +123,25 @@ def _drain(conn: Connection, queue: str):  # noqa: ANN202 - generator of kombu M
         channel.close()
 
 
-def _replay_one(app: Any, conn: Connection, queue: str, job_id: str, message: Message) -> None:
-    store = app.jobstore
-    store.reset_for_replay(job_id, queue)
+def _replay_one(app: Any, queue: str, job_id: str, message: Message) -> None:
+    """Through the submission core: the record reset, the message confirmed, then the ack."""
     headers = {k: v for k, v in (message.headers or {}).items() if k not in _DEATH_HEADERS}
     headers["retries"] = 0
+    properties = message.properties or {}
+    resent = amqp.Message(
+        message.body,
+        content_type=message.content_type,
+        content_encoding=message.content_encoding,
+        application_headers=headers,
+        delivery_mode=2,
+        correlation_id=properties.get("correlation_id", job_id),
+        reply_to=properties.get("reply_to"),
+    )
     try:
-        producer = Producer(conn.default_channel, exchange=JOB_EXCHANGE)
-        producer.publish(
-            message.body,
-            routing_key=queue,
-            headers=headers,
-            delivery_mode=2,
-            content_type=message.content_type,
-            content_encoding=message.content_encoding,
-            correlation_id=message.properties.get("correlation_id", job_id),
-            reply_to=message.properties.get("reply_to"),
-            retry=True,
-            retry_policy={"max_retries": 2},
-            declare=[],
-        )
-    except Exception:
+        replay(app, job_id, queue, resent)
+    except Unavailable:
         # Not confirmed: put the job back among the dead, message unacked.
+        store = app.jobstore
         record = store.get(job_id) or {}
         store.dead_lettered(
             job_id,

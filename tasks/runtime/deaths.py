@@ -14,7 +14,7 @@ from celery import bootsteps
 from kombu import Consumer, Message
 from redis.exceptions import RedisError
 
-from tasks.queues import deaths_queue
+from tasks.core.queues import deaths_queue
 
 logger = logging.getLogger("taskplane.deaths")
 

@@ -2,7 +2,7 @@
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.schema_types import EmailAddress, SingleLine
+from tasks.core.schema_types import EmailAddress, SingleLine
 
 
 class EmailPayload(BaseModel):

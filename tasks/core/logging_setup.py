@@ -14,7 +14,7 @@ from typing import Any
 
 from celery._state import get_current_task
 
-from tasks.telemetry import current_trace_ids
+from tasks.core.telemetry import current_trace_ids
 
 TEXT_FORMAT = (
     "%(asctime)s %(levelname)s [%(processName)s] %(name)s "

@@ -14,11 +14,11 @@ from typing import Any
 from celery.utils.imports import symbol_by_name
 from pydantic import BaseModel
 
-from tasks.diagnostics.schema import CrashPayload, EchoPayload, FailPayload, SleepPayload
-from tasks.logs.schema import LogsPayload
-from tasks.mail.schema import EmailPayload
-from tasks.retry import RetryPolicy
-from tasks.webhooks.schema import WebhookPayload
+from tasks.core.retry import RetryPolicy
+from tasks.jobs.diagnostics.schema import CrashPayload, EchoPayload, FailPayload, SleepPayload
+from tasks.jobs.logs.schema import LogsPayload
+from tasks.jobs.mail.schema import EmailPayload
+from tasks.jobs.webhooks.schema import WebhookPayload
 
 # RabbitMQ closes the channel of a consumer that holds a message longer than
 # this (deploy/rabbitmq/taskplane.conf); a job must finish well within it.
@@ -37,7 +37,7 @@ class JobType:
     description: str
     needs_result: bool = True
     # Payload fields holding URLs the job connects to: checked against the
-    # environment's URL policy (tasks/netpolicy.py) by web and worker.
+    # environment's URL policy (tasks/core/netpolicy) by web and worker.
     url_fields: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -84,7 +84,7 @@ JOB_TYPES: tuple[JobType, ...] = (
         family="webhooks",
         queue="webhooks",
         payload_model=WebhookPayload,
-        handler="tasks.webhooks.deliver:deliver",
+        handler="tasks.jobs.webhooks.deliver:deliver",
         retry=RetryPolicy(max_attempts=8, backoff_base_s=2, backoff_cap_s=600),
         time_limit_s=90,
         description="POST a JSON body to a URL; 5xx, 408, 429 and network errors retry.",
@@ -95,7 +95,7 @@ JOB_TYPES: tuple[JobType, ...] = (
         family="email",
         queue="email",
         payload_model=EmailPayload,
-        handler="tasks.mail.send:send",
+        handler="tasks.jobs.mail.send:send",
         retry=RetryPolicy(max_attempts=6, backoff_base_s=5, backoff_cap_s=900),
         time_limit_s=120,
         description="Send a message over SMTP; 4xx replies and lost connections retry.",
@@ -105,7 +105,7 @@ JOB_TYPES: tuple[JobType, ...] = (
         family="logs",
         queue="logs",
         payload_model=LogsPayload,
-        handler="tasks.logs.job:summarize_log",
+        handler="tasks.jobs.logs.job:summarize_log",
         retry=RetryPolicy(max_attempts=3, backoff_base_s=5, backoff_cap_s=120),
         time_limit_s=600,
         description="Stream a plain-text or JSON-lines log; count levels and top errors.",
@@ -116,7 +116,7 @@ JOB_TYPES: tuple[JobType, ...] = (
         family="diagnostics",
         queue="diagnostics",
         payload_model=EchoPayload,
-        handler="tasks.diagnostics.jobs:echo",
+        handler="tasks.jobs.diagnostics.jobs:echo",
         retry=RetryPolicy(max_attempts=1, backoff_base_s=1, backoff_cap_s=1),
         time_limit_s=30,
         description="Return the payload's data. For tests and benchmarks.",
@@ -126,7 +126,7 @@ JOB_TYPES: tuple[JobType, ...] = (
         family="diagnostics",
         queue="diagnostics",
         payload_model=SleepPayload,
-        handler="tasks.diagnostics.jobs:sleep",
+        handler="tasks.jobs.diagnostics.jobs:sleep",
         retry=RetryPolicy(max_attempts=3, backoff_base_s=1, backoff_cap_s=10),
         time_limit_s=660,
         description="Sleep for the given seconds.",
@@ -136,7 +136,7 @@ JOB_TYPES: tuple[JobType, ...] = (
         family="diagnostics",
         queue="diagnostics",
         payload_model=FailPayload,
-        handler="tasks.diagnostics.jobs:fail",
+        handler="tasks.jobs.diagnostics.jobs:fail",
         retry=RetryPolicy(max_attempts=5, backoff_base_s=1, backoff_cap_s=10),
         time_limit_s=30,
         description="Fail N times (or always, or permanently), then succeed.",
@@ -146,7 +146,7 @@ JOB_TYPES: tuple[JobType, ...] = (
         family="diagnostics",
         queue="diagnostics",
         payload_model=CrashPayload,
-        handler="tasks.diagnostics.jobs:crash",
+        handler="tasks.jobs.diagnostics.jobs:crash",
         retry=RetryPolicy(max_attempts=1, backoff_base_s=1, backoff_cap_s=1),
         time_limit_s=30,
         description="Kill the worker process running it (N times, or always).",

@@ -7,16 +7,20 @@ fields are null and the rest still answers).
 """
 
 import logging
+import time
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 from amqp.exceptions import ChannelError
 
-from tasks.consumers import enabled_queues, paused_queues
-from tasks.queues import dead_letter_queue_name
+from tasks.core.broker_link import connect
+from tasks.core.queues import dead_letter_queue_name
+from tasks.core.switches import enabled_queues, paused_queues
 
-logger = logging.getLogger("taskplane.web")
+logger = logging.getLogger("taskplane.queues")
+# Passive declares of every queue and its dead letters: a few round trips.
+DECLARE_TIMEOUT_S = 2.0
 
 
 def management_base(app: Any) -> tuple[str, tuple[str, str], str]:
@@ -50,10 +54,18 @@ def management_stats(app: Any, timeout: float = 1.0) -> dict[str, dict[str, Any]
     return {q["name"]: q for q in response.json()}
 
 
-def declared_counts(app: Any, names: list[str]) -> dict[str, tuple[int, int] | None]:
-    """(ready messages, consumers) per queue, None for a queue that does not exist yet."""
+def declared_counts(
+    app: Any, names: list[str], timeout_s: float = DECLARE_TIMEOUT_S
+) -> dict[str, tuple[int, int] | None]:
+    """(ready messages, consumers) per queue, None for a queue that does not exist yet.
+
+    Ends within ``timeout_s`` whatever the broker does (a frozen one must not
+    hang ``GET /queues`` or a metrics scrape); raises OSError past it.
+    """
     counts: dict[str, tuple[int, int] | None] = {}
-    with app.connection_for_read() as conn:
+    deadline = time.monotonic() + timeout_s
+    conn = connect(app, deadline)
+    try:
         channel = conn.channel()
         for name in names:
             try:
@@ -62,7 +74,8 @@ def declared_counts(app: Any, names: list[str]) -> dict[str, tuple[int, int] | N
             except ChannelError:  # 404: the broker closed the channel
                 counts[name] = None
                 channel = conn.channel()
-        channel.close()
+    finally:
+        conn.close_within(deadline)
     return counts
 
 

@@ -4,7 +4,7 @@ from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tasks.schema_types import HttpUrl
+from tasks.core.schema_types import HttpUrl
 
 MAX_LINES = 10_000
 MAX_LINE_CHARS = 16 * 1024

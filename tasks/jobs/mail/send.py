@@ -5,9 +5,9 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 from typing import Any, NoReturn
 
-from tasks.base import JobContext
-from tasks.errors import PermanentError, TransientError
-from tasks.mail.schema import EmailPayload
+from tasks.core.errors import PermanentError, TransientError
+from tasks.jobs.mail.schema import EmailPayload
+from tasks.runtime.effects import JobContext
 
 
 def build_message(payload: EmailPayload, sender: str, job_id: str) -> EmailMessage:

@@ -7,115 +7,27 @@ message and RabbitMQ dead-letters it.
 """
 
 import logging
-import os
-import signal
-import socket
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from amqp.exceptions import AMQPError
 from celery import Task
 from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from tasks.effect_lease import LeaseKeeper
-from tasks.errors import EffectInProgress, PermanentError, TransientError
-from tasks.jobstore import rfc3339
+from tasks.core.errors import EffectInProgress, PermanentError, TransientError
+from tasks.core.jobstore import rfc3339
+from tasks.core.messages import is_recorded, takes_over
+from tasks.core.submission import PUBLISH_ERRORS, publish_retry
+from tasks.runtime.effects import JobContext
 
 if TYPE_CHECKING:
-    from tasks.jobstore import JobStore
-    from tasks.registry import JobType
+    from tasks.core.registry import JobType
 
-T = TypeVar("T")
-# What a publish that did not get its confirm raises (timeouts and a blocked
-# broker are OSErrors; a nack is an AMQPError).
-PUBLISH_ERRORS = (OSError, AMQPError)
 # While storage is down, a job waits in the broker and comes back this often.
 STORAGE_RETRY_CAP_S = 30
 
 logger = logging.getLogger("taskplane.job")
-
-
-# Marks messages published by our web, which always records the job first.
-RECORDED_HEADER = "taskplane_recorded"
-# Marks a message that continues a run this job already started (see _START).
-TAKEOVER_HEADER = "taskplane_takeover"
-
-
-@dataclass(frozen=True)
-class JobContext:
-    """What a handler may know about the run it is part of."""
-
-    job_id: str
-    attempt: int
-    settings: Any  # the Celery app's configuration (taskplane_* keys)
-    store: "JobStore | None" = None
-    # How long a claim on an effect lasts unless its performer extends it (see
-    # tasks/effect_lease.py): how soon a rerun may act after its performer died.
-    lease_s: float = 30
-
-    def once(self, effect: str, perform: Callable[[], T]) -> T:
-        """Run ``perform`` unless this job already produced ``effect``; return its outcome.
-
-        A job can run again after it acted (its worker died before the ack,
-        Redis was down when it recorded success) or, briefly, twice at once (a
-        publish retried after a lost confirm, a broker that redelivered a
-        message whose worker is still running it). The effect is claimed
-        before it is performed and its outcome recorded the moment it happens:
-        a rerun returns the recorded outcome, and a run that finds the effect
-        being performed elsewhere waits for that run instead of acting in
-        parallel. Failures release the claim, so a retry may act.
-        """
-        if self.store is None:
-            return perform()
-        store, lease = self.store, int(self.lease_s)
-        token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
-        claim = store.claim_effect(self.job_id, effect, token, lease)
-        if claim.done:
-            logger.info("job %s already did %s; not doing it again", self.job_id, effect)
-            return claim.outcome
-        if not claim.claimed:
-            raise EffectInProgress(
-                f"{effect} is in progress in another run of this job ({claim.holder});"
-                f" waiting for it",
-                retry_after=claim.expires_in_s,
-            )
-        # Termination and soft-time-limit signals wait until the outcome is
-        # recorded: a run stopped between acting and recording would make the
-        # next run act again. (SIGKILL cannot wait; the claim it leaves behind
-        # lapses within a lease, and a rerun then acts.)
-        with (
-            deferred_signals(),
-            LeaseKeeper(
-                lambda: store.renew_effect(self.job_id, effect, token, lease),
-                lease,
-                f"{self.job_id}:{effect}",
-            ),
-        ):
-            try:
-                outcome = perform()
-            except Exception:
-                # Raised by the effect itself, so it did not happen: a retry may act.
-                store.release_effect(self.job_id, effect, token)
-                raise
-            store.record_effect(self.job_id, effect, outcome)
-        return outcome
-
-
-@contextmanager
-def deferred_signals() -> Iterator[None]:
-    """Hold SIGTERM, SIGINT, SIGQUIT and SIGUSR1 (Celery's soft time limit) until the block ends."""
-    held = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class JobTask(Task):
@@ -146,29 +58,22 @@ class JobTask(Task):
 
         Celery's own ``retry()`` waits for the confirm without a bound, so a
         blocked broker (a memory alarm) would hold the worker's slot as long
-        as the alarm lasts. Here the retry goes through the platform's
-        publisher: confirmed within ``taskplane_retry_publish_timeout_s``,
+        as the alarm lasts. Here the retry goes through the submission
+        core's publisher: confirmed within ``taskplane_retry_publish_timeout_s``,
         waiting through a block meanwhile, while this job's own message stays
         unacked. Confirmed: ``Retry`` (Celery acks the message and reports
         the retry). Not confirmed: ``Reject(requeue=True)``, so the message
         goes back to its queue and nothing is lost.
         """
-        headers = {RECORDED_HEADER: True, **({TAKEOVER_HEADER: True} if takeover else {})}
-        publisher = self.app.publisher
-        message = publisher.build(
-            self.request.id,
-            self.name,
-            payload,
-            headers,
-            countdown=delay,
-            retries=(self.request.retries or 0) + 1,
-        )
         try:
-            publisher.publish(
-                [(self.job_type.queue, message)],
-                float(self.app.conf.taskplane_retry_publish_timeout_s),
+            publish_retry(
+                self.app,
+                self.request.id,
+                self.job_type,
+                payload,
                 countdown=delay,
-                wait_when_blocked=True,
+                retries=(self.request.retries or 0) + 1,
+                takeover=takeover,
             )
         except PUBLISH_ERRORS as publish_error:
             logger.warning(
@@ -186,8 +91,8 @@ class JobTask(Task):
             self.name,
             self.job_type.queue,
             self.request.hostname or "",
-            recorded=bool(getattr(self.request, RECORDED_HEADER, False)),
-            takeover=self._takes_over(),
+            recorded=is_recorded(self.request),
+            takeover=takes_over(self.request),
         )
         if not outcome.proceed:
             # Cancelled before it ran, a redelivery of a job that already
@@ -212,11 +117,6 @@ class JobTask(Task):
             raise self._retry_or_fail(exc, context, payload) from exc
         self.app.jobstore.succeeded(job_id, result if self.job_type.needs_result else None)
         return result
-
-    def _takes_over(self) -> bool:
-        """A redelivered message (its holder died) or our own continuation may resume a run."""
-        delivery = self.request.delivery_info or {}
-        return bool(delivery.get("redelivered") or getattr(self.request, TAKEOVER_HEADER, False))
 
     def _retry_or_fail(self, exc: Exception, context: JobContext, payload: Any) -> BaseException:
         """Record the outcome and return what to raise: a Retry or the error itself."""

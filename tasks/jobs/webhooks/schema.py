@@ -2,7 +2,7 @@
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from tasks.schema_types import HeaderName, HeaderValue, HttpUrl
+from tasks.core.schema_types import HeaderName, HeaderValue, HttpUrl
 
 
 class WebhookPayload(BaseModel):

@@ -5,11 +5,11 @@ from typing import Any
 
 import httpx
 
-from tasks.base import JobContext
-from tasks.errors import PermanentError, TransientError
-from tasks.logs.schema import LogsPayload
-from tasks.logs.summary import LineLimitExceeded, bounded_lines, summarize
-from tasks.webhooks.deliver import classify, ensure_allowed
+from tasks.core.errors import PermanentError, TransientError
+from tasks.jobs.logs.schema import LogsPayload
+from tasks.jobs.logs.summary import LineLimitExceeded, bounded_lines, summarize
+from tasks.jobs.outbound_http import classify, ensure_allowed
+from tasks.runtime.effects import JobContext
 
 MAX_LOG_BYTES = 64 * 1024 * 1024
 FETCH_TIMEOUT = httpx.Timeout(30.0, connect=10.0)

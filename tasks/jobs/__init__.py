@@ -1,0 +1,1 @@
+"""The job families, one package each; they never import each other (make lint checks it)."""

@@ -1,0 +1,1 @@
+"""The worker runtime: how a job runs (task shell, effects, consumer, death watcher, switches)."""

@@ -1,0 +1,98 @@
+"""What a handler may know of its run, and the run-once protocol for its side effects.
+
+A job can run again after it acted (its worker died before the ack, Redis
+was down when it recorded success) or, briefly, twice at once. ``once``
+claims an effect in Redis before it happens and records its outcome the
+moment it happens; the claim is a lease its performer keeps extending
+(tasks/runtime/effect_lease.py).
+"""
+
+import logging
+import os
+import signal
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from tasks.core.errors import EffectInProgress
+from tasks.runtime.effect_lease import LeaseKeeper
+
+if TYPE_CHECKING:
+    from tasks.core.jobstore import JobStore
+
+T = TypeVar("T")
+logger = logging.getLogger("taskplane.job")
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a handler may know about the run it is part of."""
+
+    job_id: str
+    attempt: int
+    settings: Any  # the Celery app's configuration (taskplane_* keys)
+    store: "JobStore | None" = None
+    # How long a claim on an effect lasts unless its performer extends it (see
+    # tasks/runtime/effect_lease): how soon a rerun may act after its performer died.
+    lease_s: float = 30
+
+    def once(self, effect: str, perform: Callable[[], T]) -> T:
+        """Run ``perform`` unless this job already produced ``effect``; return its outcome.
+
+        A job can run again after it acted (its worker died before the ack,
+        Redis was down when it recorded success) or, briefly, twice at once (a
+        publish retried after a lost confirm, a broker that redelivered a
+        message whose worker is still running it). The effect is claimed
+        before it is performed and its outcome recorded the moment it happens:
+        a rerun returns the recorded outcome, and a run that finds the effect
+        being performed elsewhere waits for that run instead of acting in
+        parallel. Failures release the claim, so a retry may act.
+        """
+        if self.store is None:
+            return perform()
+        store, lease = self.store, int(self.lease_s)
+        token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        claim = store.claim_effect(self.job_id, effect, token, lease)
+        if claim.done:
+            logger.info("job %s already did %s; not doing it again", self.job_id, effect)
+            return claim.outcome
+        if not claim.claimed:
+            raise EffectInProgress(
+                f"{effect} is in progress in another run of this job ({claim.holder});"
+                f" waiting for it",
+                retry_after=claim.expires_in_s,
+            )
+        # Termination and soft-time-limit signals wait until the outcome is
+        # recorded: a run stopped between acting and recording would make the
+        # next run act again. (SIGKILL cannot wait; the claim it leaves behind
+        # lapses within a lease, and a rerun then acts.)
+        with (
+            deferred_signals(),
+            LeaseKeeper(
+                lambda: store.renew_effect(self.job_id, effect, token, lease),
+                lease,
+                f"{self.job_id}:{effect}",
+            ),
+        ):
+            try:
+                outcome = perform()
+            except Exception:
+                # Raised by the effect itself, so it did not happen: a retry may act.
+                store.release_effect(self.job_id, effect, token)
+                raise
+            store.record_effect(self.job_id, effect, outcome)
+        return outcome
+
+
+@contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Hold SIGTERM, SIGINT, SIGQUIT and SIGUSR1 (Celery's soft time limit) until the block ends."""
+    held = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
