@@ -11,6 +11,7 @@ from typing import Any
 from flask import Flask
 
 from app import errors
+from app.context import CELERY_EXTENSION
 from app.settings import flask_settings
 from config import current_environment
 from config.checks import refuse_if_any, web_problems
@@ -29,7 +30,7 @@ def create_app(
     if config:
         app.config.update(config)
     app.json.sort_keys = False
-    app.extensions["celery"] = celery or create_celery_app(
+    app.extensions[CELERY_EXTENSION] = celery or create_celery_app(
         environment,
         overrides=app.config.get("CELERY_OVERRIDES"),
         patient_storage=False,

@@ -6,9 +6,10 @@ round trip, the messages published with pipelined confirms, and the answer is
 202 only once RabbitMQ confirmed every message; otherwise 503 and no job exists.
 """
 
-from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, jsonify, request, url_for
 
 from app.auth import token_name
+from app.context import celery_app
 from app.errors import ApiError
 from app.jsonbody import read_json_object
 from app.submit import accept, checked, idempotency_from
@@ -23,7 +24,7 @@ def create_batch() -> tuple[Response, int]:
     body = read_json_object(request)
     if set(body) - {"jobs"}:
         raise ApiError(422, "validation_failed", "the body takes only 'jobs'")
-    celery = current_app.extensions["celery"]
+    celery = celery_app()
     jobs = checked(lambda: check_batch(celery, body.get("jobs")))
     idempotency = idempotency_from(
         request.headers.get("Idempotency-Key"),

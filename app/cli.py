@@ -3,17 +3,14 @@
 import json
 
 import click
-from flask import Flask, current_app
+from flask import Flask
 from flask.cli import AppGroup
 
 from app.auth import SCOPES, hash_token, new_token
+from app.context import celery_app
 from tasks.core.deadletters import list_dead, purge_dead, replay_dead
 
 dead = AppGroup("dead", help="List, replay or purge a queue's dead-lettered jobs.")
-
-
-def _celery():  # noqa: ANN202
-    return current_app.extensions["celery"]
 
 
 @dead.command("list")
@@ -22,7 +19,7 @@ def _celery():  # noqa: ANN202
 @click.option("--limit", default=50, show_default=True)
 def list_command(queue: str, offset: int, limit: int) -> None:
     """Print the dead letters of QUEUE as JSON, newest first."""
-    click.echo(json.dumps(list_dead(_celery(), queue, offset, limit), indent=2))
+    click.echo(json.dumps(list_dead(celery_app(), queue, offset, limit), indent=2))
 
 
 @dead.command("replay")
@@ -30,7 +27,7 @@ def list_command(queue: str, offset: int, limit: int) -> None:
 @click.option("--id", "ids", multiple=True, help="a job id; repeat for more (default: all)")
 def replay_command(queue: str, ids: tuple[str, ...]) -> None:
     """Send dead letters of QUEUE back to it, keeping each job's id and history."""
-    report = replay_dead(_celery(), queue, list(ids) or None)
+    report = replay_dead(celery_app(), queue, list(ids) or None)
     click.echo(json.dumps({"replayed": report.replayed, "not_found": report.not_found}))
 
 
@@ -44,7 +41,7 @@ def purge_command(queue: str, ids: tuple[str, ...], yes: bool) -> None:
         click.confirm(
             f"Purge {'the listed' if ids else 'all'} dead letters of {queue}?", abort=True
         )
-    click.echo(json.dumps({"purged": purge_dead(_celery(), queue, list(ids) or None)}))
+    click.echo(json.dumps({"purged": purge_dead(celery_app(), queue, list(ids) or None)}))
 
 
 token = AppGroup("token", help="API tokens: make one and print its configuration entry.")

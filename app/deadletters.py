@@ -2,9 +2,10 @@
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from app.context import celery_app, known_queue
 from app.errors import ApiError
 from app.jsonbody import read_json_object
 from app.submit import refuse_while_blocked, unavailable
@@ -21,15 +22,6 @@ class IdSelection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     ids: list[str] | None = Field(default=None, max_length=10_000)
-
-
-def _queue(queue: str) -> str:
-    known = {jt.queue for jt in current_app.extensions["celery"].job_types.values()}
-    if queue not in known:
-        raise ApiError(
-            404, "queue_not_found", f"no queue named {queue!r}", details={"known": sorted(known)}
-        )
-    return queue
 
 
 def _selection() -> list[str] | None:
@@ -61,23 +53,23 @@ def _guarded(action: Any) -> Any:
 def list_dead_letters(queue: str) -> Response:
     offset = _int_arg("offset", 0, 0, 10**9)
     limit = _int_arg("limit", 50, 1, 500)
-    app = current_app.extensions["celery"]
-    return jsonify(_guarded(lambda: list_dead(app, _queue(queue), offset, limit)))
+    app = celery_app()
+    return jsonify(_guarded(lambda: list_dead(app, known_queue(queue), offset, limit)))
 
 
 @bp.post("/queues/<queue>/dead/replay")
 def replay_dead_letters(queue: str) -> Response:
     ids = _selection()
-    app = current_app.extensions["celery"]
+    app = celery_app()
     refuse_while_blocked(app)
-    report = _guarded(lambda: replay_dead(app, _queue(queue), ids))
+    report = _guarded(lambda: replay_dead(app, known_queue(queue), ids))
     return jsonify({"queue": queue, "replayed": report.replayed, "not_found": report.not_found})
 
 
 @bp.delete("/queues/<queue>/dead")
 def purge_dead_letters(queue: str) -> Response:
     ids = _selection()
-    app = current_app.extensions["celery"]
+    app = celery_app()
     return jsonify(
-        {"queue": queue, "purged": _guarded(lambda: purge_dead(app, _queue(queue), ids))}
+        {"queue": queue, "purged": _guarded(lambda: purge_dead(app, known_queue(queue), ids))}
     )

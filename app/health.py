@@ -19,6 +19,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify
 
+from app.context import celery_app
 from tasks.core.probes import check_broker, check_redis
 
 bp = Blueprint("health", __name__)
@@ -43,7 +44,7 @@ def live() -> Response:
 
 @bp.get("/health/ready")
 def ready() -> tuple[Response, int]:
-    celery = current_app.extensions["celery"]
+    celery = celery_app()
     cache: HealthCache = current_app.extensions["health"]
     timeout = float(celery.conf.taskplane_health_timeout_s)
     ttl = float(celery.conf.taskplane_health_cache_s)

@@ -3,18 +3,18 @@
 import uuid
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, jsonify, request, url_for
 from redis.exceptions import RedisError
 from werkzeug.routing import BaseConverter
 
 from app.auth import token_name
+from app.context import celery_app
 from app.errors import ApiError
 from app.jsonbody import read_json_object
 from app.models import Job
 from app.submit import accept, checked, idempotency_from, unavailable
 from tasks.core.jobstore import FINAL_STATES
 from tasks.core.submission import check
-from tasks.factory import TaskplaneCelery
 
 bp = Blueprint("jobs", __name__)
 
@@ -32,10 +32,6 @@ class JobIdConverter(BaseConverter):
 @bp.record_once
 def _register_converter(state: Any) -> None:
     state.app.url_map.converters["jobid"] = JobIdConverter
-
-
-def celery_app() -> TaskplaneCelery:
-    return current_app.extensions["celery"]
 
 
 def job_view(record: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from app.context import celery_of
 from tasks.core.queue_stats import queue_overview
 
 bp = Blueprint("metrics", __name__)
@@ -97,7 +98,7 @@ class QueueCollector:
         )
         try:
             with self.app.app_context():
-                overview = queue_overview(self.app.extensions["celery"])
+                overview = queue_overview(celery_of(self.app))
         except Exception:  # noqa: BLE001 - a scrape must not fail because RabbitMQ did
             overview = []
         for queue in overview:
@@ -123,7 +124,7 @@ class BrokerCollector:
         self.app = app
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        celery = self.app.extensions["celery"]
+        celery = celery_of(self.app)
         celery.broker_watch.ensure_started()
         blocked = GaugeMetricFamily(
             "taskplane_broker_blocked",
@@ -138,7 +139,7 @@ def init_app(app: Flask) -> None:
     metrics = _build(multiprocess)
     # Every job type's counters exist from the start, at 0, so alerts and
     # dashboards see "no failures" rather than "no data".
-    for job_type in app.extensions["celery"].job_types:
+    for job_type in celery_of(app).job_types:
         metrics.submitted.labels(job_type)
         metrics.publish_failures.labels(job_type)
     for route in DEADLINE_ROUTES:

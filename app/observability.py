@@ -15,6 +15,7 @@ from flask import Flask, Response, g, has_request_context, request
 from opentelemetry.instrumentation.celery import CeleryInstrumentor
 
 from app import tracing
+from app.context import celery_of
 from tasks.core.logging_setup import configure_logging
 from tasks.core.telemetry import configure_tracing
 
@@ -35,7 +36,7 @@ def init_app(app: Flask, *, configure_logs: bool = False) -> None:
     if not celery_instrumentor.is_instrumented_by_opentelemetry:
         celery_instrumentor.instrument()
     if configure_logs:
-        configure_logging(json_lines=bool(app.extensions["celery"].conf.taskplane_log_json))
+        configure_logging(json_lines=bool(celery_of(app).conf.taskplane_log_json))
         for handler in logging.getLogger().handlers:
             handler.addFilter(RequestIdFilter())
     app.before_request(_assign_request_id)

@@ -8,10 +8,11 @@ are few and stable.
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 
+from app.context import celery_app
 from app.models import ErrorResponse, HealthStatus, Job, JobTypeList
 from tasks.core.registry import JobType
 from tasks.core.submission import MAX_DELAY_S
@@ -360,4 +361,4 @@ def build_document(job_types: dict[str, JobType], version: str = "0.1.0") -> dic
 
 @bp.get("/openapi.json")
 def openapi() -> Response:
-    return jsonify(build_document(current_app.extensions["celery"].job_types))
+    return jsonify(build_document(celery_app().job_types))

@@ -3,10 +3,10 @@
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 from redis.exceptions import RedisError
 
-from app.errors import ApiError
+from app.context import celery_app, known_queue
 from app.submit import refuse_while_blocked, unavailable
 from tasks.core.errors import Unavailable
 from tasks.core.queue_stats import queue_overview
@@ -15,19 +15,10 @@ from tasks.core.switches import pause, resume
 bp = Blueprint("queues", __name__)
 
 
-def _known(queue: str) -> str:
-    known = [q.name for q in current_app.extensions["celery"].conf.task_queues]
-    if queue not in known:
-        raise ApiError(
-            404, "queue_not_found", f"no queue named {queue!r}", details={"known": known}
-        )
-    return queue
-
-
 @bp.get("/queues")
 def list_queues() -> Response:
     try:
-        queues = queue_overview(current_app.extensions["celery"])
+        queues = queue_overview(celery_app())
     except RedisError as exc:
         raise unavailable("job storage") from exc
     except Exception as exc:  # the management API is down or refuses us
@@ -47,10 +38,10 @@ def resume_queue(queue: str) -> Response:
 
 def _switch(queue: str, action: Callable[[Any, str], list[dict]], paused: bool) -> Response:
     """Pause or resume every worker's consumer; 503 when Redis or the broker is away."""
-    celery = current_app.extensions["celery"]
+    celery = celery_app()
     refuse_while_blocked(celery)
     try:
-        replies = action(celery, _known(queue))
+        replies = action(celery, known_queue(queue))
     except Unavailable as exc:
         raise unavailable(exc.what) from exc
     return jsonify({"queue": queue, "paused": paused, "workers": _nodes(replies)})

@@ -6,10 +6,11 @@ one error shape. If Redis cannot be reached the limiter lets requests
 through (the submit itself then answers 503).
 """
 
-from flask import Flask, current_app, request
+from flask import Flask, request
 from flask_limiter import Limiter
 
 from app.auth import token_name
+from app.context import celery_app, celery_of
 
 
 def _job_type() -> str:
@@ -19,13 +20,13 @@ def _job_type() -> str:
 
 
 def _per_type_limit() -> str:
-    limits = current_app.extensions["celery"].conf.taskplane_rate_limits
+    limits = celery_app().conf.taskplane_rate_limits
     per_type = limits.get("per_job_type") or {}
     return per_type.get(_job_type()) or per_type.get("default") or "1000000/second"
 
 
 def init_app(app: Flask) -> Limiter | None:
-    conf = app.extensions["celery"].conf
+    conf = celery_of(app).conf
     limits = conf.taskplane_rate_limits or {}
     if not limits.get("per_token") and not (limits.get("per_job_type") or {}).get("default"):
         return None  # not configured: no limiter on the request path at all

@@ -216,6 +216,22 @@ if redis.call('GET', KEYS[1]) == 'pending:' .. ARGV[1] then redis.call('DEL', KE
 return 1
 """
 
+# In the order JobStore binds them.
+SCRIPTS = (
+    _START,
+    _SETTLE,
+    _CANCEL,
+    _DEAD,
+    _REPLAY,
+    _CLAIM,
+    _CREATE,
+    _FORGET,
+    _PUBLISHED,
+    _ADOPT,
+    _CLAIM_EFFECT,
+    _RENEW_EFFECT,
+    _RELEASE_EFFECT,
+)
 _JSON_FIELDS = ("result", "error", "history", "tags")
 _INT_FIELDS = ("attempts",)
 
@@ -272,19 +288,21 @@ class JobStore:
     def __init__(self, client: redis.Redis, finished_ttl_s: int) -> None:
         self.redis = client
         self.finished_ttl_s = finished_ttl_s
-        self._start = client.register_script(_START)
-        self._settle = client.register_script(_SETTLE)
-        self._cancel = client.register_script(_CANCEL)
-        self._dead = client.register_script(_DEAD)
-        self._replay = client.register_script(_REPLAY)
-        self._claim = client.register_script(_CLAIM)
-        self._create = client.register_script(_CREATE)
-        self._forget = client.register_script(_FORGET)
-        self._published = client.register_script(_PUBLISHED)
-        self._adopt = client.register_script(_ADOPT)
-        self._claim_effect = client.register_script(_CLAIM_EFFECT)
-        self._renew_effect = client.register_script(_RENEW_EFFECT)
-        self._release_effect = client.register_script(_RELEASE_EFFECT)
+        (
+            self._start,
+            self._settle,
+            self._cancel,
+            self._dead,
+            self._replay,
+            self._claim,
+            self._create,
+            self._forget,
+            self._published,
+            self._adopt,
+            self._claim_effect,
+            self._renew_effect,
+            self._release_effect,
+        ) = (client.register_script(source) for source in SCRIPTS)
 
     @staticmethod
     def key(job_id: str) -> str:
@@ -331,7 +349,7 @@ class JobStore:
             )
         outcomes = []
         for reply in pipe.execute():
-            state = _text(reply[0])
+            state = text(reply[0])
             existing = None
             if state == "exists":
                 flat = reply[1]
@@ -352,7 +370,7 @@ class JobStore:
             self._published(keys=[self.key(i) for i in job_ids], args=marks)
 
     def publishing_mark(self, job_id: str) -> str | None:
-        return _text(self.redis.hget(self.key(job_id), "publishing"))
+        return text(self.redis.hget(self.key(job_id), "publishing"))
 
     def adopt(self, job_id: str, seen: str, mark: str) -> bool:
         """Take over the publication of a job whose producer's deadline passed."""
@@ -363,7 +381,7 @@ class JobStore:
         return decode_record(raw) if raw else None
 
     def cancel(self, job_id: str) -> str:
-        return _text(self._cancel(keys=[self.key(job_id)], args=[utcnow(), self.finished_ttl_s]))
+        return text(self._cancel(keys=[self.key(job_id)], args=[utcnow(), self.finished_ttl_s]))
 
     def claim_idempotency_key(
         self, key: str, fingerprint: str, job_id: str, ttl_s: int
@@ -372,11 +390,11 @@ class JobStore:
         held = self._claim(
             keys=[IDEMPOTENCY_PREFIX + key], args=[fingerprint, job_id, ttl_s, GONE_PREFIX]
         )
-        return (_text(held[0]), _text(held[1])) if held else None
+        return (text(held[0]), text(held[1])) if held else None
 
     def release_idempotency_key(self, key: str, job_id: str) -> None:
         full = IDEMPOTENCY_PREFIX + key
-        if _text(self.redis.hget(full, "job_id")) == job_id:
+        if text(self.redis.hget(full, "job_id")) == job_id:
             self.redis.delete(full)
 
     # -- worker side ------------------------------------------------------------
@@ -396,7 +414,7 @@ class JobStore:
             keys=[self.key(job_id)],
             args=[utcnow(), worker or "", job_type, job_id, queue, *flags, run],
         )
-        state = _text(state)
+        state = text(state)
         return StartOutcome(proceed=state == "started", state=state, attempt=int(attempts))
 
     def retrying(self, job_id: str, error: dict, next_attempt_at: str) -> str:
@@ -416,7 +434,7 @@ class JobStore:
         held = self._claim_effect(keys=[effect_key(job_id, name)], args=[token, max(1, lease_s)])
         if held is None:
             return EffectClaim(claimed=True)
-        value, ttl_ms = _text(held[0]), int(held[1])
+        value, ttl_ms = text(held[0]), int(held[1])
         if value.startswith("done:"):
             return EffectClaim(claimed=False, outcome=json.loads(value[5:]), done=True)
         return EffectClaim(
@@ -444,7 +462,7 @@ class JobStore:
         self, job_id: str, job_type: str, queue: str, reason: str, error: dict
     ) -> str:
         now = datetime.now(UTC)
-        return _text(
+        return text(
             self._dead(
                 keys=[self.key(job_id), self.dead_key(queue)],
                 args=[
@@ -461,14 +479,14 @@ class JobStore:
         )
 
     def reset_for_replay(self, job_id: str, queue: str) -> str:
-        return _text(
+        return text(
             self._replay(keys=[self.key(job_id), self.dead_key(queue)], args=[utcnow(), job_id])
         )
 
     def dead_ids(self, queue: str, offset: int = 0, limit: int = 100) -> list[str]:
         """Newest first."""
         ids = self.redis.zrevrange(self.dead_key(queue), offset, offset + limit - 1)
-        return [_text(i) for i in ids]
+        return [text(i) for i in ids]
 
     def dead_count(self, queue: str) -> int:
         return int(self.redis.zcard(self.dead_key(queue)))
@@ -487,7 +505,7 @@ class JobStore:
         args: list[Any] = [ttl]
         for name, value in fields.items():
             args += [name, json.dumps(value) if name in _JSON_FIELDS else value]
-        return _text(self._settle(keys=[self.key(job_id)], args=args))
+        return text(self._settle(keys=[self.key(job_id)], args=args))
 
 
 def effect_key(job_id: str, name: str) -> str:
@@ -495,7 +513,7 @@ def effect_key(job_id: str, name: str) -> str:
 
 
 def decode_record(raw: dict[Any, Any]) -> dict[str, Any]:
-    record = {_text(k): _text(v) for k, v in raw.items()}
+    record = {text(k): text(v) for k, v in raw.items()}
     for name in _JSON_FIELDS:
         if name in record:
             record[name] = json.loads(record[name])
@@ -510,7 +528,8 @@ def decode_record(raw: dict[Any, Any]) -> dict[str, Any]:
     return record
 
 
-def _text(value: Any) -> Any:
+def text(value: Any) -> Any:
+    """A Redis or AMQP value as str when it came as bytes."""
     return value.decode() if isinstance(value, bytes) else value
 
 

@@ -3,12 +3,9 @@
 The web's ``/health/ready`` runs them; they are not HTTP, so they live here.
 """
 
-import time
 from typing import Any
 
-from amqp.exceptions import ChannelError
-
-from tasks.core.broker_link import connect
+from tasks.core.queue_stats import declared_counts
 from tasks.core.switches import enabled_queues, paused_queues
 
 WRITE_PROBE_KEY = "taskplane:health:write-probe"
@@ -16,33 +13,28 @@ WRITE_PROBE_TTL_MS = 10_000
 
 
 def check_broker(celery: Any) -> dict[str, Any]:
-    """Connect, then read each enabled queue's consumer count with a passive declare.
+    """Each enabled queue's consumer count, read with a passive declare (current and cheap).
 
-    Every wait ends by the check's own timeout (the connection is dropped,
-    not closed, when the broker does not answer in time), so a frozen broker
-    cannot keep a health thread forever.
+    Ends by the check's own timeout (the connection is dropped, not closed,
+    when the broker does not answer in time), so a frozen broker cannot keep
+    a health thread forever.
     """
     celery.broker_watch.ensure_started()
     paused = _paused_or_empty(celery)
+    counts = declared_counts(
+        celery, enabled_queues(celery), float(celery.conf.taskplane_health_timeout_s)
+    )
     queues: dict[str, dict[str, Any]] = {}
-    deadline = time.monotonic() + float(celery.conf.taskplane_health_timeout_s)
-    conn = connect(celery, deadline)
-    try:
-        channel = conn.channel()
-        for name in enabled_queues(celery):
-            try:
-                _, _, consumers = channel.queue_declare(name, passive=True)
-            except ChannelError:  # not declared yet: no worker ever consumed it
-                queues[name] = {"status": "DOWN", "consumers": 0}
-                channel = conn.channel()
-                continue
-            if name in paused:
-                status = "PAUSED"
-            else:
-                status = "UP" if consumers > 0 else "DOWN"
-            queues[name] = {"status": status, "consumers": consumers}
-    finally:
-        conn.close_within(deadline)
+    for name, count in counts.items():
+        if count is None:  # not declared yet: no worker ever consumed it
+            queues[name] = {"status": "DOWN", "consumers": 0}
+            continue
+        consumers = count[1]
+        if name in paused:
+            status = "PAUSED"
+        else:
+            status = "UP" if consumers > 0 else "DOWN"
+        queues[name] = {"status": status, "consumers": consumers}
     alarm = celery.broker_alarm.describe()
     if alarm is not None:
         return {"status": "BLOCKED", **alarm, "queues": queues}

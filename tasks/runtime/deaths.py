@@ -14,6 +14,7 @@ from celery import bootsteps
 from kombu import Consumer, Message
 from redis.exceptions import RedisError
 
+from tasks.core.jobstore import text
 from tasks.core.queues import deaths_queue
 
 logger = logging.getLogger("taskplane.deaths")
@@ -23,8 +24,8 @@ def death_reason(headers: dict[str, Any]) -> tuple[str, str, int]:
     """(reason, original queue, times) from the newest ``x-death`` entry."""
     deaths = headers.get("x-death") or []
     latest = deaths[0] if deaths else {}
-    reason = _text(latest.get("reason")) or "unknown"
-    queue = _text(latest.get("queue")) or ""
+    reason = text(latest.get("reason")) or "unknown"
+    queue = text(latest.get("queue")) or ""
     return reason, queue, int(latest.get("count") or 1)
 
 
@@ -51,10 +52,6 @@ def _deliveries(headers: dict[str, Any]) -> int | None:
     """How often a quorum queue delivered the message (its delivery limit counts these)."""
     count = headers.get("x-delivery-count")
     return int(count) + 1 if isinstance(count, int) else None
-
-
-def _text(value: Any) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class DeathWatcher(bootsteps.ConsumerStep):
