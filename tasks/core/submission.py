@@ -61,6 +61,8 @@ MAX_BATCH = 1000
 PUBLISH_ERRORS = (OSError, AMQPError)
 # Record fields only the core reads.
 PRIVATE_FIELDS = frozenset({"token", "publishing", "run"})
+# Rounds of "the racing producer gave up, create it ourselves" before giving up.
+RACE_ROUNDS = 3
 # How often a producer looks whether a racing producer's publish was confirmed.
 RACE_POLL_S = 0.02
 
@@ -307,18 +309,14 @@ def submit(
     try:
         if "refused" in states:  # an attempt given up before: cannot be a fresh one
             raise Unavailable("job storage")
-        _settle_races(
-            app, [p for p, state in zip(plans, states, strict=True) if state == "exists"], deadline
-        )
+        _settle_races(app, [p for p in plans if p.outcome.state == "exists"], deadline)  # type: ignore[union-attr]
     except RedisError as exc:
         _abandon(app, plans, idempotency)
         raise Unavailable("job storage", exc) from exc
     except Unavailable:
         _abandon(app, plans, idempotency)
         raise
-    outgoing = [
-        p for p, state in zip(plans, states, strict=True) if state == "created" or p.adopted
-    ]
+    outgoing = [p for p in plans if p.adopted or p.outcome.state == "created"]  # type: ignore[union-attr]
     try:
         publish(app, outgoing, deadline)
     except PUBLISH_ERRORS as exc:
@@ -406,25 +404,44 @@ def _plans(jobs: Sequence[NewJob], ids: list[str], deadline: float) -> list[_Pla
 
 
 def _settle_races(app: Any, plans: list[_Plan], deadline: float) -> None:
-    """For ids that exist: wait for a racing producer's confirm, or adopt a dead one's job."""
+    """For ids that exist: wait for a racing producer's confirm, or adopt a dead one's job.
+
+    A racing producer that gave up removes its record; then this one creates it
+    after all (a few rounds at most: each needs another producer to give up).
+    """
     store = app.jobstore
     for plan in plans:
-        existing = plan.outcome.existing or {}  # type: ignore[union-attr]
-        mark = existing.get("publishing")
-        while mark:
-            if int(mark.rsplit(":", 1)[1]) < time.time() * 1000:
-                # Its producer's deadline passed without a confirm: it died or
-                # gave up without a trace. Publish it ourselves, once.
-                if store.adopt(plan.job_id, mark, plan.mark):
-                    plan.adopted = True
-                    break
-            elif time.monotonic() > deadline:
-                raise Unavailable("job storage")  # the other producer is still at it
-            time.sleep(RACE_POLL_S)
-            mark = store.publishing_mark(plan.job_id)
-        if not plan.adopted:
-            plan.existing = store.get(plan.job_id) or existing
-            plan.mark = ""
+        for _ in range(RACE_ROUNDS):
+            existing = plan.outcome.existing or {}  # type: ignore[union-attr]
+            _await_confirm(store, plan, existing.get("publishing"), deadline)
+            if plan.adopted:
+                break
+            current = store.get(plan.job_id)
+            if current is not None:
+                plan.existing, plan.mark = current, ""
+                break
+            (plan.outcome,) = store.create_many([NewRecord(plan.fields, plan.token, plan.mark)])
+            if plan.outcome.state != "exists":
+                break
+        else:
+            raise Unavailable("job storage")  # producers keep giving this id up
+        if plan.outcome.state == "refused":  # type: ignore[union-attr]
+            raise Unavailable("job storage")
+
+
+def _await_confirm(store: Any, plan: _Plan, mark: str | None, deadline: float) -> None:
+    """Until the racing producer's mark is gone, or adopt its job once its deadline passed."""
+    while mark:
+        if int(mark.rsplit(":", 1)[1]) < time.time() * 1000:
+            # Its producer's deadline passed without a confirm: it died or
+            # gave up without a trace. Publish it ourselves, once.
+            if store.adopt(plan.job_id, mark, plan.mark):
+                plan.adopted = True
+                return
+        elif time.monotonic() > deadline:
+            raise Unavailable("job storage")  # the other producer is still at it
+        time.sleep(RACE_POLL_S)
+        mark = store.publishing_mark(plan.job_id)
 
 
 def _abandon(app: Any, plans: list[_Plan], idempotency: Idempotency | None) -> None:

@@ -172,3 +172,30 @@ def test_a_producer_that_died_before_its_confirm_is_taken_over(core: Core):
     assert submitted.record["id"] == job_id
     assert core.app.jobstore.publishing_mark(job_id) is None
     run_once_and_check(core, job_id)
+
+
+def test_a_producer_that_gave_up_leaves_the_id_to_the_next_one(core: Core):
+    """A racing producer's record is there, unconfirmed; it then fails and removes it.
+    The waiting producer creates the job after all, and publishes it once."""
+    job_id = str(uuid.uuid4())
+    job = check(core.app, SLEEP_ONCE, job_id=job_id)
+    token = uuid.uuid4().hex
+    live_mark = f"{token}:{int((time.time() + 30) * 1000)}"
+    fields = {
+        "id": job_id,
+        "type": job.job_type.name,
+        "queue": job.job_type.queue,
+        "state": "queued",
+        "attempts": 0,
+        "created_at": utcnow(),
+    }
+    (outcome,) = core.app.jobstore.create_many([NewRecord(fields, token, live_mark)])
+    assert outcome.state == "created"
+    gives_up = threading.Timer(0.5, core.app.jobstore.forget, args=([job_id], [token]))
+    gives_up.start()
+    started = time.monotonic()
+    (submitted,) = submit(core.app, [NewJob(job.job_type, job.payload, job_id=job_id)])
+    gives_up.join()
+    assert time.monotonic() - started >= 0.4, "it did not wait for the racing producer"
+    assert submitted.created and submitted.record["id"] == job_id
+    run_once_and_check(core, job_id)
