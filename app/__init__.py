@@ -24,7 +24,7 @@ def create_app(
     configure_logs: bool = False,
 ) -> Flask:
     """Build the web app; ``configure_logs`` is for the process entry point (wsgi.py)."""
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # no static route: every route is the API's
     environment = (config or {}).get("TASKPLANE_ENV") or current_environment()
     app.config.update(flask_settings(environment))
     if config:
@@ -42,6 +42,7 @@ def create_app(
         batch,
         cli,
         deadletters,
+        docs,
         health,
         jobs,
         metrics,
@@ -56,9 +57,10 @@ def create_app(
     auth.init_app(app)
     health.init_app(app)
     cli.init_app(app)
-    for blueprint in (jobs.bp, batch.bp, deadletters.bp, queues.bp, openapi.bp):
+    for blueprint in (jobs.bp, batch.bp, deadletters.bp, queues.bp, openapi.bp, docs.bp):
         app.register_blueprint(blueprint)
     ratelimit.init_app(app)
+    openapi.check_routes(app)  # a route without its entry in /openapi.json stops here
     if environment == "production":
         refuse_if_any(web_problems(app.config, os.environ, len(app.extensions["api_tokens"])))
     return app

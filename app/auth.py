@@ -21,11 +21,14 @@ from app.errors import ApiError
 
 SCOPES = ("jobs:submit", "jobs:read", "admin")
 TOKENS_ENV = "TASKPLANE_API_TOKENS"
-# Endpoint -> scope it needs; endpoints not listed are public.
+# Endpoint -> scope it needs; endpoints not listed are public (health, metrics,
+# job types, and the API document and its reference page: a client reads them
+# before it has a token).
 REQUIRED_SCOPE = {
     "jobs.create_job": "jobs:submit",
     "batch.create_batch": "jobs:submit",
     "jobs.cancel_job": "jobs:submit",
+    "jobs.cancel_job_by_delete": "jobs:submit",
     "jobs.get_job": "jobs:read",
     "deadletters.list_dead_letters": "admin",
     "deadletters.replay_dead_letters": "admin",
@@ -89,10 +92,18 @@ def find_token(tokens: list[ApiToken], presented: str) -> ApiToken | None:
     return found
 
 
+def enforced(app: Flask) -> bool:
+    """Whether this process checks tokens: some are configured, or they are required.
+
+    The API document declares security (and 401/403) only when this holds.
+    """
+    return bool(app.extensions["api_tokens"]) or bool(app.config["AUTH_REQUIRED"])
+
+
 def _authenticate() -> None:
     scope = REQUIRED_SCOPE.get(request.endpoint or "")
     tokens: list[ApiToken] = current_app.extensions["api_tokens"]
-    if not tokens and not current_app.config["AUTH_REQUIRED"]:
+    if not enforced(current_app):
         g.token = ANONYMOUS
         return
     header = request.headers.get("Authorization", "")

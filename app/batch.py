@@ -1,9 +1,11 @@
-"""POST /jobs/batch: up to 1,000 jobs in one request, all or nothing.
+"""POST /jobs/batch: many jobs in one request (at most MAX_BATCH), all or nothing.
 
-Every item is validated before anything is recorded; a bad item rejects the
-whole batch, naming each failing index. The records are written in one Redis
-round trip, the messages published with pipelined confirms, and the answer is
-202 only once RabbitMQ confirmed every message; otherwise 503 and no job exists.
+Every item is validated by the submission core before anything is recorded;
+a bad item rejects the whole batch, naming each failing index. Items may be
+delayed (``delay_s`` or ``run_at``, each its own), and an Idempotency-Key
+covers the whole batch. The answer is 202 only once RabbitMQ confirmed every
+message, 200 when the key repeats a batch already accepted (its jobs, nothing
+new), otherwise 503 and no job exists.
 """
 
 from flask import Blueprint, Response, jsonify, request, url_for
@@ -11,15 +13,36 @@ from flask import Blueprint, Response, jsonify, request, url_for
 from app.auth import token_name
 from app.context import celery_app
 from app.errors import ApiError
+from app.jobs import BAD_SUBMISSION, IDEMPOTENCY, KEY_CONFLICT
 from app.jsonbody import read_json_object
+from app.models import BatchAccepted
+from app.operations import UNAVAILABLE, Body, Reply, operation
+from app.schemas import batch
 from app.submit import accept, checked, idempotency_from
-from tasks.core.submission import check_batch
+from tasks.core.submission import MAX_BATCH, check_batch
 
 bp = Blueprint("batch", __name__)
 ID_SLOT = "00000000-0000-0000-0000-000000000000"
 
 
 @bp.post("/jobs/batch")
+@operation(
+    "submitBatch",
+    f"Submit 1 to {MAX_BATCH:,} jobs; 202 once every message is confirmed",
+    {
+        202: Reply("every job accepted and confirmed by the broker", BatchAccepted),
+        200: Reply(
+            "the batch first accepted with this Idempotency-Key; nothing new was created",
+            BatchAccepted,
+        ),
+        409: KEY_CONFLICT,
+        **BAD_SUBMISSION,
+        503: UNAVAILABLE,
+    },
+    params=(IDEMPOTENCY,),
+    body=Body(batch),
+    description="A bad item rejects the whole batch (422); details carry each item's index.",
+)
 def create_batch() -> tuple[Response, int]:
     body = read_json_object(request)
     if set(body) - {"jobs"}:

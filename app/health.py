@@ -20,6 +20,8 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, jsonify
 
 from app.context import celery_app
+from app.models import HealthStatus
+from app.operations import Reply, json_object, operation
 from tasks.core.probes import check_broker, check_redis
 
 bp = Blueprint("health", __name__)
@@ -37,12 +39,18 @@ class HealthCache:
 
 
 @bp.get("/health/live")
+@operation("live", "The process serves", {200: Reply("serving", HealthStatus)})
 def live() -> Response:
     """The process serves requests; says nothing about its dependencies."""
     return jsonify({"status": "UP"})
 
 
 @bp.get("/health/ready")
+@operation(
+    "ready",
+    "Broker, Redis and consumers, per component",
+    {200: json_object("ready"), 503: json_object("not ready; components say which")},
+)
 def ready() -> tuple[Response, int]:
     celery = celery_app()
     cache: HealthCache = current_app.extensions["health"]

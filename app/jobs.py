@@ -1,4 +1,10 @@
-"""The jobs API: submit, read, cancel, and the catalogue of job types."""
+"""The jobs API: submit, read, cancel, and the catalogue of job types.
+
+Cancelling is ``POST /jobs/<id>/cancel``: the job stays readable afterwards
+(state ``cancelled``), which HTTP clients and fuzzers do not expect after a
+``DELETE``. ``DELETE /jobs/<id>`` does the same and stays, documented as
+deprecated, for existing clients.
+"""
 
 import uuid
 from typing import Any
@@ -11,7 +17,9 @@ from app.auth import token_name
 from app.context import celery_app
 from app.errors import ApiError
 from app.jsonbody import read_json_object
-from app.models import Job
+from app.models import Job, JobTypeList
+from app.operations import BAD_BODY, UNAVAILABLE, Body, Param, Reply, operation
+from app.schemas import IDEMPOTENCY_KEY, submission
 from app.submit import accept, checked, idempotency_from, unavailable
 from tasks.core.jobstore import FINAL_STATES
 from tasks.core.submission import check
@@ -50,7 +58,54 @@ def load_job(job_id: str) -> dict[str, Any]:
     return record
 
 
+JOB_ID = Param(
+    "job_id",
+    "path",
+    {"type": "string", "format": "uuid"},
+    "the job's id (other values answer 404 job_not_found)",
+)
+IDEMPOTENCY = Param(
+    "Idempotency-Key",
+    "header",
+    IDEMPOTENCY_KEY,
+    "repeat a request safely: the same key and body answer the first request's jobs "
+    "(200), a different body 409; kept per token for taskplane_idempotency_ttl_s",
+)
+# An Idempotency-Key in use by another body, or whose first request is still running.
+KEY_CONFLICT = Reply(
+    "the Idempotency-Key was used with a different body (idempotency_key_reused), or its "
+    "first request is still being accepted (idempotency_key_in_progress, with Retry-After)",
+    headers={"Retry-After": {"schema": {"type": "integer", "minimum": 0}}},
+)
+BAD_SUBMISSION = {
+    **BAD_BODY,
+    400: Reply("the body is not valid JSON, or the Idempotency-Key is malformed"),
+}
+UNKNOWN_JOB = Reply("no job with this id")
+
+
 @bp.post("/jobs")
+@operation(
+    "submitJob",
+    "Submit a job; 202 once the broker confirmed it",
+    {
+        202: Reply(
+            "accepted and confirmed by the broker",
+            Job,
+            headers={"Location": {"schema": {"type": "string"}, "required": True}},
+        ),
+        200: Reply(
+            "the job first accepted with this Idempotency-Key; nothing new was created",
+            Job,
+            headers={"Location": {"schema": {"type": "string"}, "required": True}},
+        ),
+        409: KEY_CONFLICT,
+        **BAD_SUBMISSION,
+        503: UNAVAILABLE,
+    },
+    params=(IDEMPOTENCY,),
+    body=Body(submission),
+)
 def create_job() -> tuple[Response, int, dict[str, str]]:
     body = read_json_object(request)
     celery = celery_app()
@@ -71,11 +126,35 @@ def _location(record: dict[str, Any]) -> str:
 
 
 @bp.get("/jobs/<jobid:job_id>")
+@operation(
+    "getJob",
+    "A job's state, result and history",
+    {200: Reply("the job", Job), 404: UNKNOWN_JOB, 503: UNAVAILABLE},
+    params=(JOB_ID,),
+)
 def get_job(job_id: str) -> Response:
     return jsonify(job_view(load_job(job_id)))
 
 
-@bp.delete("/jobs/<jobid:job_id>")
+CANCEL_REPLIES = {
+    200: Reply("cancelled; the job stays readable in state cancelled", Job),
+    404: UNKNOWN_JOB,
+    409: Reply("the job is running or finished (job_not_cancellable; details.state says which)"),
+    503: UNAVAILABLE,
+}
+
+
+@bp.post("/jobs/<jobid:job_id>/cancel")
+@operation(
+    "cancelJob",
+    "Cancel a job that has not started",
+    CANCEL_REPLIES,
+    params=(JOB_ID,),
+    description=(
+        "A waiting job (queued, scheduled or retrying) is not run. Its record stays readable, "
+        "in state cancelled, as long as finished jobs are kept."
+    ),
+)
 def cancel_job(job_id: str) -> Response:
     load_job(job_id)
     try:
@@ -97,7 +176,26 @@ def cancel_job(job_id: str) -> Response:
     return jsonify(job_view(record))
 
 
+@bp.delete("/jobs/<jobid:job_id>")
+@operation(
+    "cancelJobByDelete",
+    "Cancel a job that has not started (alias of POST /jobs/{job_id}/cancel)",
+    CANCEL_REPLIES,
+    params=(JOB_ID,),
+    deprecated=True,
+    description=(
+        "Kept for existing clients; use POST /jobs/{job_id}/cancel. It cancels, it does "
+        "not delete: the job stays readable, as the cancel verb says."
+    ),
+)
+def cancel_job_by_delete(job_id: str) -> Response:
+    return cancel_job(job_id)
+
+
 @bp.get("/job-types")
+@operation(
+    "listJobTypes", "Job types with their payload schemas", {200: Reply("job types", JobTypeList)}
+)
 def list_job_types() -> Response:
     return jsonify({"job_types": [jt.describe() for jt in celery_app().job_types.values()]})
 

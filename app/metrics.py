@@ -24,6 +24,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from app.context import celery_of
+from app.operations import Reply, operation
 from tasks.core.queue_stats import queue_overview
 
 bp = Blueprint("metrics", __name__)
@@ -175,6 +176,11 @@ def publish_failed(job_type: str, count: int = 1) -> None:
 
 
 @bp.get("/metrics")
+@operation(
+    "metrics",
+    "Prometheus metrics of the web (all its workers) and of the queues",
+    {200: Reply("Prometheus text format", {"type": "string"}, media_type="text/plain")},
+)
 def metrics_endpoint() -> Response:
     app: Any = current_app._get_current_object()  # noqa: SLF001 - the real app for the collector
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -38,6 +38,14 @@ class Job(BaseModel):
     parent_id: str | None = None
 
 
+class BatchedJob(Job):
+    location: str = Field(description="where to read the job: GET /jobs/{id}")
+
+
+class BatchAccepted(BaseModel):
+    jobs: list[BatchedJob] = Field(description="in the order of the request's items")
+
+
 class RetryInfo(BaseModel):
     max_attempts: int
     backoff_base_s: float

@@ -1,364 +1,295 @@
-"""The OpenAPI 3.1 document, generated from the models that validate requests.
+"""The OpenAPI 3.1 document, generated from the routes, their declarations and the models.
 
-Hand-assembled from pydantic's JSON Schemas (OpenAPI 3.1 uses JSON Schema
-2020-12, which pydantic emits): the Flask OpenAPI libraries we looked at
-either replace Flask's routing or their own error shape, and the paths here
-are few and stable.
+Walks ``app.url_map``: every route's view declares its operation next to its
+code (app/operations.py), and a route without a declaration stops the app at
+start (``check_routes``). Schemas come from the pydantic models that validate
+requests and shape answers (OpenAPI 3.1 is JSON Schema 2020-12, which pydantic
+emits). What the running process decides is read from its owners when the
+document is built: security only where this process checks tokens, with the
+scopes of app/auth.py; 429 only where a rate limit applies; job types and
+queues of this environment.
+
+Why not spectree or flask-openapi3: see the note at the end of this module.
 """
 
+import re
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
-from pydantic import BaseModel, ValidationError
-from pydantic.json_schema import models_json_schema
+from flask import Blueprint, Flask, Response, current_app, jsonify
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode
+from werkzeug.routing import Rule
 
-from app.context import celery_app
-from app.models import ErrorResponse, HealthStatus, Job, JobTypeList
+from app import auth, ratelimit
+from app.context import celery_of
+from app.operations import (
+    RETRY_AFTER,
+    Operation,
+    Reply,
+    Schema,
+    Text,
+    Undocumented,
+    declaration,
+    json_object,
+    operation,
+)
 from tasks.core.registry import JobType
-from tasks.core.submission import MAX_DELAY_S
 
 bp = Blueprint("openapi", __name__)
 REF = "#/components/schemas/{model}"
+# Flask answers these itself for every route; they are not operations of ours.
+IMPLICIT_METHODS = frozenset({"HEAD", "OPTIONS"})
+DOCUMENT = "openapi_document"
+# How /docs lists the groups (blueprints): the API first; others after, as registered.
+TAG_ORDER = ("jobs", "batch", "queues", "deadletters", "health", "metrics", "openapi", "docs")
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": REF.format(model="ErrorResponse")}}},
-    }
+@dataclass
+class Context:
+    """What builders of schemas read (app/schemas.py), and the components they add."""
+
+    job_types: Mapping[str, JobType]
+    queues: Sequence[str]
+    max_body_bytes: int | None
+    schemas: dict[str, Any] = field(default_factory=dict)
+
+    def ref_of(self, name: str) -> str:
+        return REF.format(model=name)
+
+    def component(self, name: str, schema: dict[str, Any]) -> dict[str, str]:
+        """Add ``schema`` as ``name``; the same name for another schema is a bug."""
+        if self.schemas.setdefault(name, schema) != schema:
+            raise ValueError(f"two different schemas are both named {name!r}")
+        return {"$ref": self.ref_of(name)}
+
+    def resolve(self, schema: Schema, mode: JsonSchemaMode = "serialization") -> dict[str, Any]:
+        """A JSON Schema for a literal, a model (added as a component) or a builder."""
+        if isinstance(schema, type) and issubclass(schema, BaseModel):
+            generated = schema.model_json_schema(ref_template=REF, mode=mode, by_alias=True)
+            for name, nested in generated.pop("$defs", {}).items():
+                self.component(name, nested)
+            return self.component(schema.__name__, generated)
+        if callable(schema):
+            return self.resolve(schema(self), mode)
+        return schema
+
+    def text(self, text: Text) -> str:
+        return text if isinstance(text, str) else text(self)
 
 
-def _ok(model: str, description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": REF.format(model=model)}}},
-    }
+@dataclass(frozen=True)
+class Route:
+    rule: Rule
+    method: str
+    declared: Operation | Undocumented | None
+
+    @property
+    def path(self) -> str:
+        """The OpenAPI path: ``/jobs/<jobid:job_id>`` is ``/jobs/{job_id}``."""
+        return re.sub(r"<(?:[^<>]*:)?([A-Za-z_][A-Za-z0-9_]*)>", r"{\1}", self.rule.rule)
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} {self.rule.rule} ({self.rule.endpoint})"
 
 
-def _accepts_empty(job_type: JobType) -> bool:
-    try:
-        job_type.payload_model.model_validate({})
-    except ValidationError:
-        return False
-    return True
+def routes(app: Flask) -> Iterator[Route]:
+    for rule in app.url_map.iter_rules():
+        view = app.view_functions[rule.endpoint]
+        for method in sorted((rule.methods or set()) - IMPLICIT_METHODS):
+            yield Route(rule, method, declaration(view))
 
 
-def _submission_schema(job_type: JobType, payload_ref: str) -> dict[str, Any]:
-    # "payload" may be left out (it defaults to {}) only when nothing in it is required.
-    required = ["type"] if _accepts_empty(job_type) else ["type", "payload"]
-    return {
-        "type": "object",
-        "title": f"Submit {job_type.name}",
-        "additionalProperties": False,
-        "required": required,
-        "properties": {
-            "type": {"const": job_type.name},
-            "payload": {"$ref": payload_ref},
-            "delay_s": {"type": ["number", "null"], "minimum": 0, "maximum": MAX_DELAY_S},
-            "run_at": {"type": ["string", "null"], "format": "date-time"},
-        },
-        "not": {"required": ["delay_s", "run_at"]},
-    }
+def check_routes(app: Flask) -> None:
+    """Every route declares its operation, and its path parameters are the route's."""
+    problems = []
+    operation_ids: dict[str, str] = {}
+    for route in routes(app):
+        declared = route.declared
+        if declared is None:
+            problems.append(f"{route.label} has no @operation (or @undocumented) declaration")
+            continue
+        if isinstance(declared, Undocumented):
+            continue
+        in_path = {p.name for p in declared.params if p.location == "path"}
+        if in_path != set(route.rule.arguments):
+            problems.append(
+                f"{route.label} declares path parameters {sorted(in_path)}, "
+                f"its route has {sorted(route.rule.arguments)}"
+            )
+        first = operation_ids.setdefault(declared.operation_id, route.label)
+        if first != route.label:
+            problems.append(f"{route.label} reuses operationId {declared.operation_id!r}")
+    if problems:
+        raise RuntimeError(
+            "the API document would not match the routes:\n  " + "\n  ".join(problems)
+        )
 
 
-def _batch_item_schema(job_type: JobType, payload_ref: str) -> dict[str, Any]:
-    """A batch runs every job now: no delay_s or run_at."""
-    schema = _submission_schema(job_type, payload_ref)
-    for key in ("delay_s", "run_at"):
-        schema["properties"].pop(key)
-    schema.pop("not")
-    return schema
-
-
-def _op(
-    operation_id: str,
-    summary: str,
-    responses: dict[str, Any],
-    *,
-    scope: str | None = None,
-    parameters: list | None = None,
-    body: dict | None = None,
-) -> dict[str, Any]:
-    """One operation; every one can also answer 429, and a protected one 401 and 403."""
-    op: dict[str, Any] = {
-        "operationId": operation_id,
-        "summary": summary,
-        "responses": {**responses, "429": _error("rate limit reached")},
-    }
-    if scope:
-        op["security"] = [{"bearer": [scope]}]
-        op["responses"] |= {"401": _error("no valid token"), "403": _error(f"needs {scope}")}
-    if parameters:
-        op["parameters"] = parameters
-    if body is not None:
-        op["requestBody"] = {"required": False, "content": {"application/json": {"schema": body}}}
-    return op
-
-
-def _json(description: str, schema: dict | None = None) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": schema or {"type": "object"}}},
-    }
-
-
-def build_document(job_types: dict[str, JobType], version: str = "0.1.0") -> dict[str, Any]:
-    models: list[type[BaseModel]] = [Job, JobTypeList, ErrorResponse, HealthStatus]
-    payload_models = {jt.payload_model for jt in job_types.values()}
-    keyed = [(m, "validation") for m in payload_models] + [(m, "serialization") for m in models]
-    refs, defs = models_json_schema(keyed, ref_template=REF, by_alias=True)
-    schemas = defs.get("$defs", {})
-    submissions, batch_items = [], []
-    for jt in job_types.values():
-        name = f"Submit_{jt.name.replace('.', '_')}"
-        payload_ref = refs[(jt.payload_model, "validation")]["$ref"]
-        schemas[name] = _submission_schema(jt, payload_ref)
-        schemas[f"Batch{name}"] = _batch_item_schema(jt, payload_ref)
-        submissions.append({"$ref": REF.format(model=name)})
-        batch_items.append({"$ref": REF.format(model=f"Batch{name}")})
-    submit_schema = {"oneOf": submissions, "discriminator": {"propertyName": "type"}}
-    batch_item_schema = {"oneOf": batch_items, "discriminator": {"propertyName": "type"}}
-    job_id = {
-        "name": "job_id",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string", "format": "uuid"},
-    }
-    queue = {
-        "name": "queue",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string", "enum": sorted({jt.queue for jt in job_types.values()})},
-    }
-    ids = {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {"ids": {"type": ["array", "null"], "items": {"type": "string"}}},
-    }
-    unavailable = {
-        **_error("broker or storage unavailable"),
-        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
-    }
-    bad_body = {
-        "400": _error("malformed JSON"),
-        "413": _error("body over the size limit"),
-        "415": _error("not JSON"),
-        "422": _error("invalid body"),
-    }
-    paths = {
-        "/jobs": {
-            "post": {
-                **_op(
-                    "submitJob",
-                    "Submit a job; 202 once the broker confirmed it",
-                    {
-                        "202": {
-                            **_ok("Job", "accepted and confirmed by the broker"),
-                            "headers": {"Location": {"schema": {"type": "string"}}},
-                        },
-                        "200": _ok("Job", "the job first submitted with this Idempotency-Key"),
-                        "409": _error("Idempotency-Key reused with another body"),
-                        **bad_body,
-                        "503": unavailable,
-                    },
-                    scope="jobs:submit",
-                    parameters=[
-                        {
-                            "name": "Idempotency-Key",
-                            "in": "header",
-                            "required": False,
-                            "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
-                        }
-                    ],
+def build_document(app: Flask, version: str = "0.1.0") -> dict[str, Any]:
+    check_routes(app)
+    celery = celery_of(app)
+    context = Context(
+        job_types=celery.job_types,
+        queues=[queue.name for queue in celery.conf.task_queues],
+        max_body_bytes=app.config.get("MAX_CONTENT_LENGTH"),
+    )
+    checks_tokens = auth.enforced(app)
+    limited = ratelimit.limited_endpoints(app)
+    paths: dict[str, dict[str, Any]] = {}
+    tags: dict[str, dict[str, str]] = {}
+    for route in routes(app):
+        if not isinstance(route.declared, Operation):
+            continue
+        endpoint = route.rule.endpoint
+        scope = auth.REQUIRED_SCOPE.get(endpoint) if checks_tokens else None
+        op = _operation(context, route.declared, scope=scope, limited=endpoint in limited)
+        blueprint = endpoint.rpartition(".")[0]
+        if blueprint:
+            tags.setdefault(blueprint, _tag(app, blueprint))
+            op = {"tags": [blueprint], **op}
+        paths.setdefault(route.path, {})[route.method.lower()] = op
+    components: dict[str, Any] = {"schemas": dict(sorted(context.schemas.items()))}
+    if checks_tokens:
+        components["securitySchemes"] = {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": (
+                    "An API token (TASKPLANE_API_TOKENS; create one with "
+                    "'flask --app wsgi token create'). Each operation names the scope "
+                    f"it needs, one of: {', '.join(auth.SCOPES)}."
                 ),
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": submit_schema}},
-                },
             }
-        },
-        "/jobs/batch": {
-            "post": {
-                **_op(
-                    "submitBatch",
-                    "Submit up to 1,000 jobs; 202 once every message is confirmed",
-                    {"202": _json("all accepted"), **bad_body, "503": unavailable},
-                    scope="jobs:submit",
-                ),
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["jobs"],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "jobs": {
-                                        "type": "array",
-                                        "minItems": 1,
-                                        "maxItems": 1000,
-                                        "items": batch_item_schema,
-                                    }
-                                },
-                            }
-                        }
-                    },
-                },
-            }
-        },
-        "/jobs/{job_id}": {
-            "get": _op(
-                "getJob",
-                "A job's state, result and history",
-                {"200": _ok("Job", "the job"), "404": _error("unknown id"), "503": unavailable},
-                scope="jobs:read",
-                parameters=[job_id],
-            ),
-            "delete": _op(
-                "cancelJob",
-                "Cancel a job that has not started",
-                {
-                    "200": _ok("Job", "cancelled"),
-                    "404": _error("unknown id"),
-                    "409": _error("already running or finished"),
-                    "503": unavailable,
-                },
-                scope="jobs:submit",
-                parameters=[job_id],
-            ),
-        },
-        "/job-types": {
-            "get": _op(
-                "listJobTypes",
-                "Job types with their payload schemas",
-                {"200": _ok("JobTypeList", "job types")},
-            )
-        },
-        "/queues": {
-            "get": _op(
-                "listQueues",
-                "Queue depths, consumers, pause state",
-                {"200": _json("queues"), "503": unavailable},
-                scope="admin",
-            )
-        },
-        "/queues/{queue}/pause": {
-            "post": _op(
-                "pauseQueue",
-                "Stop every worker consuming the queue (remembered)",
-                {"200": _json("paused"), "404": _error("unknown queue"), "503": unavailable},
-                scope="admin",
-                parameters=[queue],
-            )
-        },
-        "/queues/{queue}/resume": {
-            "post": _op(
-                "resumeQueue",
-                "Let the queue's workers consume it again",
-                {"200": _json("resumed"), "404": _error("unknown queue"), "503": unavailable},
-                scope="admin",
-                parameters=[queue],
-            )
-        },
-        "/queues/{queue}/dead": {
-            "get": _op(
-                "listDeadLetters",
-                "Dead-lettered jobs, newest first",
-                {
-                    "200": _json("dead letters"),
-                    "400": _error("bad offset or limit"),
-                    "404": _error("unknown queue"),
-                    "503": unavailable,
-                },
-                scope="admin",
-                parameters=[
-                    queue,
-                    {
-                        "name": "offset",
-                        "in": "query",
-                        "schema": {"type": "integer", "minimum": 0, "maximum": 10**9},
-                    },
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 500},
-                    },
-                ],
-            ),
-            "delete": _op(
-                "purgeDeadLetters",
-                "Drop dead letters (all, or the listed ids)",
-                {
-                    "200": _json("purged"),
-                    **bad_body,
-                    "404": _error("unknown queue"),
-                    "503": unavailable,
-                },
-                scope="admin",
-                parameters=[queue],
-                body=ids,
-            ),
-        },
-        "/queues/{queue}/dead/replay": {
-            "post": _op(
-                "replayDeadLetters",
-                "Send dead letters back to their queue, same ids",
-                {
-                    "200": _json("replayed"),
-                    **bad_body,
-                    "404": _error("unknown queue"),
-                    "503": unavailable,
-                },
-                scope="admin",
-                parameters=[queue],
-                body=ids,
-            )
-        },
-        "/health/live": {
-            "get": _op("live", "The process serves", {"200": _ok("HealthStatus", "serving")})
-        },
-        "/health/ready": {
-            "get": _op(
-                "ready",
-                "Broker, Redis and consumers, per component",
-                {"200": _json("ready"), "503": _json("not ready")},
-            )
-        },
-        "/metrics": {
-            "get": {
-                "operationId": "metrics",
-                "responses": {
-                    "200": {
-                        "description": "Prometheus text format",
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
-                },
-            }
-        },
-        "/openapi.json": {"get": _op("openapi", "This document", {"200": _json("this document")})},
-    }
+        }
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "Taskplane",
             "version": version,
-            "description": "Submit jobs, follow their state, cancel them, operate queues.",
+            "description": _description(checks_tokens),
         },
-        "paths": paths,
-        "components": {
-            "schemas": schemas,
-            "securitySchemes": {
-                "bearer": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "description": "an API token; see README",
-                }
-            },
-        },
+        "tags": sorted(tags.values(), key=lambda tag: _rank(tag["name"])),
+        "paths": dict(sorted(paths.items(), key=lambda item: _path_rank(item[1]))),
+        "components": components,
     }
 
 
+def _rank(tag: str) -> int:
+    return TAG_ORDER.index(tag) if tag in TAG_ORDER else len(TAG_ORDER)
+
+
+def _path_rank(methods: dict[str, Any]) -> int:
+    return min(_rank(tag) for op in methods.values() for tag in op.get("tags", [""]))
+
+
+def _tag(app: Flask, blueprint: str) -> dict[str, str]:
+    """A blueprint is a tag; the first line of its module's docstring describes it."""
+    module = sys.modules.get(app.blueprints[blueprint].import_name)
+    summary = ((module.__doc__ if module else None) or "").strip().splitlines()
+    return {"name": blueprint, **({"description": summary[0]} if summary else {})}
+
+
+def _description(checks_tokens: bool) -> str:
+    about = "Submit jobs, follow their state, cancel them, operate queues."
+    if checks_tokens:
+        return about + " Operations with a security requirement need a bearer token."
+    return (
+        about + " This server checks no tokens (no TASKPLANE_API_TOKENS outside production): "
+        "every operation is open, so none declares security."
+    )
+
+
+def _operation(
+    context: Context, declared: Operation, *, scope: str | None, limited: bool
+) -> dict[str, Any]:
+    responses = {status: _reply(context, reply) for status, reply in declared.responses.items()}
+    if scope is not None:
+        responses[401] = _reply(
+            context,
+            Reply(
+                "no valid bearer token",
+                headers={"WWW-Authenticate": {"schema": {"type": "string"}, "required": True}},
+            ),
+        )
+        responses[403] = _reply(context, Reply(f"the token lacks the {scope!r} scope"))
+    if limited:
+        responses[429] = _reply(
+            context,
+            Reply("rate limit reached", headers={"Retry-After": RETRY_AFTER}),
+        )
+    op: dict[str, Any] = {
+        "operationId": declared.operation_id,
+        "summary": declared.summary,
+    }
+    if declared.description:
+        op["description"] = declared.description
+    if declared.deprecated:
+        op["deprecated"] = True
+    if scope is not None:
+        op["security"] = [{"bearer": [scope]}]
+    if declared.params:
+        op["parameters"] = [
+            {
+                "name": p.name,
+                "in": p.location,
+                "required": p.required or p.location == "path",
+                "schema": context.resolve(p.schema, mode="validation"),
+                **({"description": p.description} if p.description else {}),
+            }
+            for p in declared.params
+        ]
+    if declared.body is not None:
+        op["requestBody"] = {
+            "required": declared.body.required,
+            "content": {
+                "application/json": {
+                    "schema": context.resolve(declared.body.schema, mode="validation")
+                }
+            },
+            **({"description": declared.body.description} if declared.body.description else {}),
+        }
+    op["responses"] = {str(status): responses[status] for status in sorted(responses)}
+    return op
+
+
+def _reply(context: Context, reply: Reply) -> dict[str, Any]:
+    answer: dict[str, Any] = {"description": context.text(reply.description)}
+    if reply.headers:
+        answer["headers"] = {name: dict(header) for name, header in reply.headers.items()}
+    if reply.schema is not None:
+        answer["content"] = {reply.media_type: {"schema": context.resolve(reply.schema)}}
+    return answer
+
+
 @bp.get("/openapi.json")
+@operation("openapi", "This document", {200: json_object("the OpenAPI 3.1 document")})
 def openapi() -> Response:
-    return jsonify(build_document(celery_app().job_types))
+    # Built once per process: it depends only on the app's configuration.
+    document = current_app.extensions.get(DOCUMENT)
+    if document is None:
+        document = current_app.extensions[DOCUMENT] = build_document(current_app)
+    return jsonify(document)
+
+
+# Why not a library (spectree 3.0.0 was tried; flask-openapi3 replaces Flask's
+# routing and its own request validation, which is what this module must not
+# do). Walking Flask's routes and pydantic's schemas is what spectree does too,
+# but it could not say what this document says:
+# - a custom path converter (``jobid``) becomes ``"schema": null``: an invalid
+#   document, where this one says ``format: uuid``;
+# - a discriminated union built from the registry at run time gets discriminator
+#   mappings that point at components that do not exist (it renames nested
+#   definitions but not the mapping), and the decorator needs the model at
+#   import time, before the environment's job types are known;
+# - a response is a model per status, nothing more: no headers (Retry-After on
+#   503 and 429, Location on 202, WWW-Authenticate on 401), no text/plain
+#   (/metrics), and every operation gets its own 422 validation-error shape
+#   instead of the one error shape of app/errors.py;
+# - security is fixed per decorator at import, and the document is cached on a
+#   module-level object: it cannot follow whether this process checks tokens;
+# - request bodies are always ``required: true`` (dead-letter selections are
+#   optional), and its documentation pages load Swagger UI and Redoc from a CDN.

@@ -12,6 +12,17 @@ from flask_limiter import Limiter
 from app.auth import token_name
 from app.context import celery_app, celery_of
 
+# Never counted: probes, scrapes, and the API document with its reference page.
+EXEMPT = (
+    "health.live",
+    "health.ready",
+    "metrics.metrics_endpoint",
+    "openapi.openapi",
+    "docs.docs",
+    "docs.asset",
+)
+LIMITER = "rate_limiter"
+
 
 def _job_type() -> str:
     body = request.get_json(silent=True, cache=True)
@@ -43,12 +54,18 @@ def init_app(app: Flask) -> Limiter | None:
         swallow_errors=True,
         strategy="fixed-window",  # one INCR per limit: cheap on the submit path
     )
-    app.extensions["rate_limiter"] = limiter
-    exempt = ("health.live", "health.ready", "metrics.metrics_endpoint", "openapi.openapi")
-    for endpoint in exempt:
+    app.extensions[LIMITER] = limiter
+    for endpoint in EXEMPT:
         limiter.exempt(app.view_functions[endpoint])
     per_type = limiter.limit(
         _per_type_limit, key_func=lambda: f"{token_name()}:{_job_type()}", override_defaults=False
     )
     app.view_functions["jobs.create_job"] = per_type(app.view_functions["jobs.create_job"])
     return limiter
+
+
+def limited_endpoints(app: Flask) -> frozenset[str]:
+    """Endpoints that may answer 429 in this process (none when no limit is configured)."""
+    if LIMITER not in app.extensions:
+        return frozenset()
+    return frozenset(app.view_functions) - set(EXEMPT)

@@ -96,9 +96,11 @@ def idempotency_from(key: str | None, body: Any, namespace: str, ttl_s: int) -> 
     """The request's Idempotency-Key, per token, with a digest of its body; 400 if malformed."""
     if key is None:
         return None
-    if not IDEMPOTENCY_KEY_CHARS.issuperset(key) or not 1 <= len(key) <= 255:
+    if not IDEMPOTENCY_KEY_CHARS.issuperset(key) or not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX_LENGTH:
         raise ApiError(
-            400, "invalid_idempotency_key", "Idempotency-Key must be 1-255 visible ASCII characters"
+            400,
+            "invalid_idempotency_key",
+            f"Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX_LENGTH} visible ASCII characters",
         )
     fingerprint = hashlib.sha256(
         json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
@@ -108,6 +110,7 @@ def idempotency_from(key: str | None, body: Any, namespace: str, ttl_s: int) -> 
 
 
 IDEMPOTENCY_KEY_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
 
 
 def _per_type(jobs: Sequence[NewJob]) -> dict[str, int]:

@@ -79,7 +79,8 @@ class JobEnvelope(BaseModel):
     )
     run_at: AwareDatetime | None = Field(
         default=None,
-        description="RFC 3339 time with offset, at most 30 days ahead; run no sooner",
+        description=f"RFC 3339 time with offset, at most {MAX_DELAY_S // 86400} days ahead;"
+        " run no sooner",
     )
 
     @model_validator(mode="after")

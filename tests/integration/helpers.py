@@ -1,11 +1,16 @@
-"""Small helpers for driving jobs through the HTTP API."""
+"""Small helpers for driving jobs through the HTTP API, and headless Chromium for its pages."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import tempfile
 import time
 from typing import Any
 
 import httpx
+
+from tests.services import ROOT
 
 FINAL = {"succeeded", "failed", "cancelled"}
 
@@ -64,3 +69,33 @@ def wait_for_state(api: httpx.Client, job_id: str, state: str, timeout: float = 
         0.2,
         what=f"job {job_id} to be {state}",
     )
+
+
+# -- headless Chromium, for the pages people look at (Flower, /docs) ----------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = ROOT / "var" / "test-artifacts"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,900",
+    "--virtual-time-budget=8000",
+]
+
+
+def chromium(url: str, *extra: str) -> str:
+    with tempfile.TemporaryDirectory(prefix="taskplane-chromium-") as profile:
+        result = subprocess.run(
+            [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *extra, url],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout

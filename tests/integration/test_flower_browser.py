@@ -4,43 +4,13 @@ Screenshots are kept in var/test-artifacts/ for a human to look at; the
 assertions read the rendered DOM of the same pages.
 """
 
-import shutil
-import subprocess
-import tempfile
-
 import httpx
 import pytest
 
-from tests.integration.helpers import follow, submit
-from tests.services import ROOT, wait_until
+from tests.integration.helpers import ARTIFACTS, CHROMIUM, chromium, follow, submit
+from tests.services import wait_until
 
 pytestmark = pytest.mark.integration
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ARTIFACTS = ROOT / "var" / "test-artifacts"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1400,900",
-    "--virtual-time-budget=8000",
-]
-
-
-def chromium(url: str, *extra: str) -> str:
-    with tempfile.TemporaryDirectory(prefix="taskplane-chromium-") as profile:
-        result = subprocess.run(
-            [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *extra, url],
-            capture_output=True,
-            text=True,
-            timeout=90,
-        )
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout
 
 
 @pytest.mark.skipif(
