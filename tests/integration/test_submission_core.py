@@ -80,6 +80,20 @@ def _submit_in_process(broker: str, backend: str, job_id: str, start: float, out
     out.put((submitted.created, submitted.record["id"]))
 
 
+def record_unconfirmed(core: Core, job: NewJob, token: str, mark: str) -> None:
+    """What a racing producer leaves between its record and its confirm: no message yet."""
+    fields = {
+        "id": job.job_id,
+        "type": job.job_type.name,
+        "queue": job.job_type.queue,
+        "state": "queued",
+        "attempts": 0,
+        "created_at": utcnow(),
+    }
+    (outcome,) = core.app.jobstore.create_many([NewRecord(fields, token, mark)])
+    assert outcome.state == "created"
+
+
 def run_once_and_check(core: Core, job_id: str) -> None:
     """The one message runs once: one attempt, one effect."""
     assert ready_messages(core.broker, "diagnostics") == 1
@@ -157,16 +171,7 @@ def test_a_producer_that_died_before_its_confirm_is_taken_over(core: Core):
     job_id = str(uuid.uuid4())
     job = check(core.app, SLEEP_ONCE, job_id=job_id)
     dead_mark = f"{uuid.uuid4().hex}:{int((time.time() - 1) * 1000)}"
-    fields = {
-        "id": job_id,
-        "type": job.job_type.name,
-        "queue": job.job_type.queue,
-        "state": "queued",
-        "attempts": 0,
-        "created_at": utcnow(),
-    }
-    (outcome,) = core.app.jobstore.create_many([NewRecord(fields, "dead-producer", dead_mark)])
-    assert outcome.state == "created"
+    record_unconfirmed(core, job, "dead-producer", dead_mark)
     assert ready_messages(core.broker, "diagnostics") == 0
     (submitted,) = submit(core.app, [NewJob(job.job_type, job.payload, job_id=job_id)])
     assert submitted.record["id"] == job_id
@@ -181,16 +186,7 @@ def test_a_producer_that_gave_up_leaves_the_id_to_the_next_one(core: Core):
     job = check(core.app, SLEEP_ONCE, job_id=job_id)
     token = uuid.uuid4().hex
     live_mark = f"{token}:{int((time.time() + 30) * 1000)}"
-    fields = {
-        "id": job_id,
-        "type": job.job_type.name,
-        "queue": job.job_type.queue,
-        "state": "queued",
-        "attempts": 0,
-        "created_at": utcnow(),
-    }
-    (outcome,) = core.app.jobstore.create_many([NewRecord(fields, token, live_mark)])
-    assert outcome.state == "created"
+    record_unconfirmed(core, job, token, live_mark)
     gives_up = threading.Timer(0.5, core.app.jobstore.forget, args=([job_id], [token]))
     gives_up.start()
     started = time.monotonic()
