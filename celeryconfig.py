@@ -156,3 +156,24 @@ taskplane_rate_limits = {
 # Where webhook.deliver and logs.summarize may connect (anti-SSRF). Outside
 # production, loopback and private networks are allowed so local examples work.
 taskplane_url_policy = {"deny_private": False, "allow": [], "deny": []}
+
+# -- Schedules (celery -A tasks beat; README "Schedules") ---------------------
+# Beat runs Taskplane's scheduler: schedules are data in Redis, fired by the
+# leader of any number of beat processes (tasks/scheduler/beat.py).
+beat_scheduler = "tasks.scheduler.beat:TaskplaneScheduler"
+# The leader lease: a killed leader is replaced within lease_s + renew_s.
+taskplane_scheduler_lease_s = float(os.environ.get("TASKPLANE_SCHEDULER_LEASE_S", "10"))
+taskplane_scheduler_renew_s = float(os.environ.get("TASKPLANE_SCHEDULER_RENEW_S", "1"))
+# A fire later than this (no scheduler ran in time) is "missed": the schedule's
+# missed policy decides whether it still fires; "all" fires at most catch_up_limit.
+taskplane_scheduler_grace_s = float(os.environ.get("TASKPLANE_SCHEDULER_GRACE_S", "2"))
+taskplane_scheduler_catch_up_limit = 100
+# Schedules declared for this environment, applied when a scheduler starts
+# (created, changed when their declaration changes, removed when no longer
+# declared). JSON values only; TASKPLANE_SCHEDULES_FILE (a JSON list) replaces them.
+taskplane_schedules: list[dict] = []
+if os.environ.get("TASKPLANE_SCHEDULES_FILE"):
+    import json as _json
+
+    with open(os.environ["TASKPLANE_SCHEDULES_FILE"], encoding="utf-8") as _file:
+        taskplane_schedules = _json.load(_file)

@@ -18,6 +18,7 @@ from tasks.core.logging_setup import configure_logging
 from tasks.core.publisher import JobPublisher
 from tasks.core.queues import dead_letter_queues, deaths_queue, job_queues, queue_names
 from tasks.core.registry import JobType, enabled_job_types
+from tasks.core.schedules import ScheduleStore
 from tasks.core.telemetry import instrument_worker_process
 from tasks.runtime.deaths import DeathWatcher
 from tasks.runtime.switches import apply_at_worker_start, apply_worker_group
@@ -60,6 +61,11 @@ class TaskplaneCelery(Celery):
     def forgetter(self) -> Forgetter:
         """Removes the records of refused submissions, retrying while Redis does not answer."""
         return Forgetter(self.jobstore)
+
+    @cached_property
+    def schedules(self) -> ScheduleStore:
+        """Schedules and what their fires left, in the job records' Redis."""
+        return ScheduleStore(self.jobstore.redis)
 
     @cached_property
     def publisher(self) -> JobPublisher:
