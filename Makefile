@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 .PHONY: help setup services run test test-unit chaos bench lint lock
 
 help:
-	@echo "make run    set up everything, then run web + worker + Flower + SMTP sink"
+	@echo "make run    set up everything, then run web + worker + beat + Flower + SMTP sink"
 	@echo "make test   set up everything, then run the test suite (chaos scenarios at CI size)"
 	@echo "make chaos  the chaos scenarios at full size (2,500 jobs each, 10,000 in all)"
 	@echo "make bench  Taskplane vs a plain Flask + Celery app vs raw AMQP, side by side"

@@ -20,12 +20,18 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from app.context import celery_of
 from app.operations import Reply, operation
 from tasks.core.queue_stats import queue_overview
+from tasks.core.schedules import COUNTS, LAG_BUCKETS
+from tasks.scheduler.lease import LEADER_KEY
 
 bp = Blueprint("metrics", __name__)
 # Routes whose deadline counter exists from the start, at 0 (others appear when hit).
@@ -135,6 +141,49 @@ class BrokerCollector:
         yield blocked
 
 
+class ScheduleCollector:
+    """Fires per schedule and outcome, fire lag, and the leader's heartbeat, at scrape time.
+
+    Read from Redis, where every scheduler records its fires exactly once, so the
+    numbers are the cluster's whichever scheduler leads (and survive its death).
+    """
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[Any]:
+        celery = celery_of(self.app)
+        fires = CounterMetricFamily(
+            "taskplane_schedule_fires",
+            "fires of a schedule by outcome: fired (a job), skipped (overlap), missed (policy)",
+            labels=["schedule", "outcome"],
+        )
+        lag = HistogramMetricFamily(
+            "taskplane_schedule_fire_lag_seconds",
+            "how late a fire's job was created after its due time",
+            labels=["schedule"],
+        )
+        heartbeat = GaugeMetricFamily(
+            "taskplane_scheduler_leader_heartbeat_timestamp_seconds",
+            "Unix time the scheduler holding the leader lease last renewed it (0: never)",
+        )
+        try:
+            schedules = celery.schedules.all()
+            beat = celery.jobstore.redis.hget(LEADER_KEY, "heartbeat")
+        except Exception:  # noqa: BLE001 - a scrape must not fail because Redis did
+            return
+        for stored in schedules:
+            for outcome in COUNTS:
+                fires.add_metric([stored.id, outcome], stored.counts.get(outcome, 0))
+            running, buckets = 0, []
+            for bound, count in zip((*LAG_BUCKETS, float("inf")), stored.lag_buckets, strict=True):
+                running += count
+                buckets.append(("+Inf" if bound == float("inf") else str(bound), running))
+            lag.add_metric([stored.id], buckets, stored.lag_sum)
+        heartbeat.add_metric([], float(beat) if beat else 0.0)
+        yield from (fires, lag, heartbeat)
+
+
 def init_app(app: Flask) -> None:
     multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
     metrics = _build(multiprocess)
@@ -191,5 +240,6 @@ def metrics_endpoint() -> Response:
     registry_with_queues = CollectorRegistry()
     registry_with_queues.register(QueueCollector(app))
     registry_with_queues.register(BrokerCollector(app))
+    registry_with_queues.register(ScheduleCollector(app))
     body = generate_latest(registry) + generate_latest(registry_with_queues)
     return Response(body, mimetype=CONTENT_TYPE_LATEST)

@@ -221,6 +221,24 @@ class Platform:
         self._dead(process)
         return process
 
+    def start_beat(
+        self, name: str | None = None, timeout: float = 30, env: dict[str, str] | None = None
+    ) -> Process:
+        """``celery -A tasks beat`` with Taskplane's scheduler, returned once it runs its loop.
+
+        Its lease holder name (``beat@<host>:<pid>``) is in ``process.holder``.
+        """
+        name = name or f"beat-{uuid.uuid4().hex[:6]}"
+        argv = [str(VENV_BIN / "celery"), "-A", "tasks", "beat", "--loglevel=INFO"]
+        process = self._start(name, argv, env)
+        process.holder = f"beat@{socket.gethostname()}:{process.pid}"  # type: ignore[attr-defined]
+        wait_until(
+            lambda: b"declared schedules:" in process.log_path.read_bytes() or self._dead(process),
+            timeout,
+            what=f"{name} to start its scheduler",
+        )
+        return process
+
     def start_web(self, timeout: float = 30) -> tuple[Process, str]:
         port = free_port()
         env = {"TASKPLANE_BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "2"}

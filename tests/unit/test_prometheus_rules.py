@@ -35,6 +35,7 @@ REQUIRED_ALERTS = {
     "TaskplaneWebDown",
     "TaskplaneBrokerBlocked",
     "TaskplaneRequestDeadlinesExceeded",
+    "TaskplaneNoSchedulerLeader",
 }
 
 # What the services expose (app/metrics.py; flower/events.py of Flower 2.2).
@@ -50,6 +51,9 @@ KNOWN_METRICS = {
     "taskplane_queue_paused",
     "taskplane_broker_blocked",
     "taskplane_request_deadline_exceeded_total",
+    "taskplane_scheduler_leader_heartbeat_timestamp_seconds",
+    "taskplane_schedule_fires_total",
+    "taskplane_schedule_fire_lag_seconds_bucket",
     "flower_events_total",
     "flower_task_runtime_seconds_bucket",
     "flower_task_runtime_seconds_count",
