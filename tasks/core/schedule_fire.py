@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from opentelemetry import trace
 from redis.exceptions import RedisError
 
 from tasks.core.errors import Unavailable
@@ -50,6 +51,7 @@ from tasks.core.schedules import (
 from tasks.core.submission import InvalidJob, Submitted, check, submit
 
 logger = logging.getLogger("taskplane.schedules")
+_tracer = trace.get_tracer("taskplane.scheduler")
 
 # The newest fires a pass looks at (an interval of 1 s down for a day has 86,400).
 SCAN_LIMIT = 1000
@@ -173,7 +175,10 @@ def fire(app: Any, schedule: Schedule, due: datetime) -> Submitted:
         job_id=fire_job_id(schedule.id, due),
         tags={"schedule": schedule.id, "due_at": rfc3339(due)},
     )
-    (submitted,) = submit(app, [job])
+    # Each fire starts its own trace (as an HTTP request does), carried into the job.
+    attributes = {"taskplane.schedule": schedule.id, "taskplane.due_at": rfc3339(due)}
+    with _tracer.start_as_current_span("schedule fire", attributes=attributes):
+        (submitted,) = submit(app, [job])
     return submitted
 
 

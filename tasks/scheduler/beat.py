@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 from tasks.core.schedule_fire import policy_for, reconcile, run_pass
 from tasks.core.schedule_times import next_fire
 from tasks.core.schedules import StoredSchedule
+from tasks.core.telemetry import configure_tracing
 from tasks.scheduler.lease import Lease
 
 logger = logging.getLogger("taskplane.scheduler")
@@ -54,6 +55,7 @@ class TaskplaneScheduler(beat.Scheduler):
 
     def setup_schedule(self) -> None:
         """Apply the schedules declared in config (any scheduler may; it is idempotent)."""
+        configure_tracing("taskplane-scheduler")
         declared = list(self.app.conf.taskplane_schedules or [])
         outcome = reconcile(self.app, self.app.schedules, declared)
         logger.info(
