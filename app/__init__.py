@@ -50,6 +50,7 @@ def create_app(
         openapi,
         queues,
         ratelimit,
+        schedules,
     )
 
     observability.init_app(app, configure_logs=configure_logs)
@@ -57,7 +58,8 @@ def create_app(
     auth.init_app(app)
     health.init_app(app)
     cli.init_app(app)
-    for blueprint in (jobs.bp, batch.bp, deadletters.bp, queues.bp, openapi.bp, docs.bp):
+    blueprints = (jobs.bp, batch.bp, deadletters.bp, queues.bp, schedules.bp, openapi.bp, docs.bp)
+    for blueprint in blueprints:
         app.register_blueprint(blueprint)
     ratelimit.init_app(app)
     openapi.check_routes(app)  # a route without its entry in /openapi.json stops here

@@ -36,6 +36,14 @@ REQUIRED_SCOPE = {
     "queues.list_queues": "admin",
     "queues.pause_queue": "admin",
     "queues.resume_queue": "admin",
+    "schedules.list_schedules": "admin",
+    "schedules.create_schedule": "admin",
+    "schedules.get_schedule": "admin",
+    "schedules.change_schedule": "admin",
+    "schedules.delete_schedule": "admin",
+    "schedules.pause_schedule": "admin",
+    "schedules.resume_schedule": "admin",
+    "schedules.run_schedule": "admin",
 }
 
 

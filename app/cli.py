@@ -1,6 +1,14 @@
-"""``flask --app wsgi dead list|replay|purge QUEUE``: dead letters from a shell."""
+"""Operators' commands: ``flask --app wsgi dead|schedule|token ...``.
+
+``dead list|replay|purge QUEUE``: dead letters from a shell. ``schedule
+list|show|add|pause|resume|run|remove``: schedules, through the same operations as
+the HTTP API (tasks/core/schedule_admin.py), printed as JSON; an error is a message
+on stderr and exit status 1.
+"""
 
 import json
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 from flask import Flask
@@ -8,7 +16,14 @@ from flask.cli import AppGroup
 
 from app.auth import SCOPES, hash_token, new_token
 from app.context import celery_app
+from app.jobs import job_view
+from tasks.core import schedule_admin
 from tasks.core.deadletters import list_dead, purge_dead, replay_dead
+from tasks.core.errors import Unavailable
+from tasks.core.schedule_admin import PAGE_DEFAULT, PAGE_MAX, ScheduleError
+from tasks.core.schedules import InvalidSchedule
+
+T = TypeVar("T")
 
 dead = AppGroup("dead", help="List, replay or purge a queue's dead-lettered jobs.")
 
@@ -59,6 +74,132 @@ def create_token(name: str, scopes: tuple[str, ...]) -> None:
     click.echo("Only the hash goes into configuration; the token is shown once.", err=True)
 
 
+schedule = AppGroup("schedule", help="List, add, pause, resume, run or remove schedules.")
+
+
+def _admin(action: Callable[[], T]) -> T:
+    """Run a schedule operation; its errors become a message and exit status 1."""
+    try:
+        return action()
+    except ScheduleError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.message}") from exc
+    except InvalidSchedule as exc:
+        problems = "; ".join(f"{p.get('path')}: {p.get('message')}" for p in exc.problems)
+        raise click.ClickException(f"{exc.code}: {exc.message} ({problems})") from exc
+    except Unavailable as exc:
+        raise click.ClickException(f"{exc.what} is unavailable; try again later") from exc
+
+
+def _print(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+@schedule.command("list")
+@click.option("--after", default="", help="list ids after this one (a page's next_after)")
+@click.option("--limit", default=PAGE_DEFAULT, show_default=True, type=click.IntRange(1, PAGE_MAX))
+def schedule_list(after: str, limit: int) -> None:
+    """Print a page of schedules as JSON, in id order."""
+    _print(_admin(lambda: schedule_admin.listing(celery_app(), after, limit)))
+
+
+@schedule.command("show")
+@click.argument("schedule_id")
+def schedule_show(schedule_id: str) -> None:
+    """Print one schedule: definition, next fire, last fires and counts."""
+    _print(_admin(lambda: schedule_admin.show(celery_app(), schedule_id)))
+
+
+@schedule.command("add")
+@click.option("--json", "as_json", help="the whole schedule as JSON (as POST /schedules takes)")
+@click.option("--id", "schedule_id", help="a slug: a-z, 0-9, '.', '_' and '-'")
+@click.option("--type", "job_type", help="a job type (see /job-types)")
+@click.option("--payload", help="the job payload as a JSON object")
+@click.option("--cron", help="5 fields: minute hour day-of-month month day-of-week")
+@click.option("--interval", type=float, help="fire every this many seconds (or give --cron)")
+@click.option("--timezone", help="IANA zone the cron fields are read in (default UTC)")
+@click.option("--missed", type=click.Choice(["all", "last", "none"]))
+@click.option("--overlap", type=click.Choice(["allow", "skip"]))
+@click.option("--jitter", type=float, help="run each fire up to this many seconds later")
+@click.option("--start-at", help="no fire before this (RFC 3339, with an offset)")
+@click.option("--end-at", help="no fire at or after this (RFC 3339, with an offset)")
+@click.option("--disabled", is_flag=True, help="create it paused")
+def schedule_add(as_json: str | None, **options: Any) -> None:
+    """Create a schedule from --json or from the options; print it as JSON."""
+    data = _definition(as_json, options)
+    _print(_admin(lambda: schedule_admin.create(celery_app(), data)))
+
+
+OPTION_FIELDS = {
+    "schedule_id": "id",
+    "job_type": "type",
+    "cron": "cron",
+    "interval": "interval_s",
+    "timezone": "timezone",
+    "missed": "missed",
+    "overlap": "overlap",
+    "jitter": "jitter_s",
+    "start_at": "start_at",
+    "end_at": "end_at",
+}
+
+
+def _definition(as_json: str | None, options: dict[str, Any]) -> Any:
+    """The schedule JSON from --json or the options; --disabled goes with either."""
+    given = [name for name, value in options.items() if name != "disabled" and value is not None]
+    if as_json is not None:
+        if given:
+            raise click.UsageError("give --json or the definition's options, not both")
+        data = _json_option("--json", as_json)
+    else:
+        data = {OPTION_FIELDS[name]: options[name] for name in OPTION_FIELDS if name in given}
+        if options["payload"] is not None:
+            data["payload"] = _json_option("--payload", options["payload"])
+    if options["disabled"] and isinstance(data, dict):
+        data["enabled"] = False
+    return data
+
+
+def _json_option(name: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint=name) from exc
+
+
+@schedule.command("pause")
+@click.argument("schedule_id")
+def schedule_pause(schedule_id: str) -> None:
+    """Stop a schedule firing (declared ones too)."""
+    _print(_admin(lambda: schedule_admin.pause(celery_app(), schedule_id)))
+
+
+@schedule.command("resume")
+@click.argument("schedule_id")
+def schedule_resume(schedule_id: str) -> None:
+    """Let a schedule fire again from its next due time, if its payload still fits."""
+    _print(_admin(lambda: schedule_admin.resume(celery_app(), schedule_id)))
+
+
+@schedule.command("run")
+@click.argument("schedule_id")
+def schedule_run(schedule_id: str) -> None:
+    """Fire a schedule now; print the job created."""
+    submitted = _admin(lambda: schedule_admin.run(celery_app(), schedule_id))
+    _print(job_view(submitted.record))
+
+
+@schedule.command("remove")
+@click.argument("schedule_id")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+def schedule_remove(schedule_id: str, yes: bool) -> None:
+    """Delete a schedule made over the API or here (the jobs it fired stay)."""
+    if not yes:
+        click.confirm(f"Remove schedule {schedule_id}?", abort=True, err=True)
+    _admin(lambda: schedule_admin.remove(celery_app(), schedule_id))
+    _print({"removed": schedule_id})
+
+
 def init_app(app: Flask) -> None:
     app.cli.add_command(dead)
+    app.cli.add_command(schedule)
     app.cli.add_command(token)

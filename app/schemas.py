@@ -47,7 +47,7 @@ def _submission(
     )
     run_at["x-max-seconds-ahead"] = MAX_DELAY_S
     # "payload" may be left out (it defaults to {}) only when nothing in it is required.
-    required = [*envelope["required"], *([] if _accepts_empty(job_type) else ["payload"])]
+    required = [*envelope["required"], *([] if accepts_empty(job_type) else ["payload"])]
     return {
         "type": "object",
         "title": f"Submit {job_type.name}",
@@ -72,7 +72,7 @@ def _submission(
     }
 
 
-def _accepts_empty(job_type: JobType) -> bool:
+def accepts_empty(job_type: JobType) -> bool:
     try:
         job_type.payload_model.model_validate({})
     except ValidationError:

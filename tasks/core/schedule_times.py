@@ -267,7 +267,10 @@ def _utc(value: object, name: str) -> datetime:
         raise ScheduleFieldError(name, "must be a date and time")
     if value.tzinfo is None or value.utcoffset() is None:
         raise ScheduleFieldError(name, "must include a UTC offset, like '2025-01-01T00:00:00Z'")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+14:00 is before the first representable instant
+        raise ScheduleFieldError(name, "is out of range") from None
 
 
 def check_window(

@@ -252,7 +252,10 @@ def _build(app: Any, fields: dict[str, Any]) -> Schedule:
             [{"path": "type", "type": "unknown_job_type", "message": message}],
             known=sorted(app.job_types),
         )
-    payload = check_payload(app, job_type, fields.get("payload") or {})
+    try:
+        payload = check_payload(app, job_type, fields.get("payload") or {})
+    except InvalidJob as exc:
+        raise InvalidSchedule(exc.code, exc.message, exc.problems, **exc.extra) from exc
     try:
         interval = fields.get("interval_s")
         if isinstance(interval, float) and interval.is_integer():

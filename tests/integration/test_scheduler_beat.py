@@ -13,6 +13,7 @@ import json
 import signal
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -174,7 +175,7 @@ def leader(beats: list, store: redis.Redis):  # noqa: ANN201 - tests.services.Pr
 
 
 def test_killed_leader_is_replaced_and_missed_fires_follow_policy(
-    api: httpx.Client, beats: list, store: redis.Redis, platform: Platform
+    api: httpx.Client, beats: list, store: redis.Redis, platform: Platform, tmp_path: Path
 ) -> None:
     for policy in ("all", "last", "none"):
         create(api, id=f"catch-{policy}", missed=policy)
@@ -212,9 +213,16 @@ def test_killed_leader_is_replaced_and_missed_fires_follow_policy(
     fired, missed, gap = outcomes["none"]
     assert not set(gap) & fired and missed >= len(gap)  # none of the missed ones
 
-    # A scheduler started in the killed one's place stands by.
-    replacement = platform.start_beat("beat-c")
+    # A scheduler started in the killed one's place applies the schedules declared
+    # for it in config, and stands by.
+    declared = tmp_path / "schedules.json"
+    yearly = {"id": "declared-yearly", "type": "diagnostics.echo", "cron": "0 0 1 1 *"}
+    declared.write_text(json.dumps([yearly]))
+    replacement = platform.start_beat("beat-c", env={"TASKPLANE_SCHEDULES_FILE": str(declared)})
     beats[beats.index(active)] = replacement
     time.sleep(2.5)
     assert store.hget(LEADER, "holder") == standby.holder
     assert "is the leader" not in replacement.log_path.read_text()
+    shown = api.get("/schedules/declared-yearly").json()
+    assert shown["origin"] == "config" and shown["cron"] == "0 0 1 1 *"
+    assert api.delete("/schedules/declared-yearly").status_code == 409  # config's to change

@@ -10,13 +10,14 @@ def _procfile() -> dict[str, str]:
     return entries
 
 
-def test_procfile_runs_web_worker_flower_and_the_smtp_sink():
+def test_procfile_runs_web_worker_beat_flower_and_the_smtp_sink():
     procs = _procfile()
-    assert set(procs) == {"web", "worker", "flower", "smtp", "hooks"}
+    assert set(procs) == {"web", "worker", "beat", "flower", "smtp", "hooks"}
     assert procs["web"].startswith("gunicorn -c gunicorn.conf.py wsgi:app")
     assert procs["worker"].startswith("celery -A tasks worker")
     assert "-n worker@%h" in procs["worker"]
     assert procs["flower"].startswith("celery -A tasks flower")
+    assert procs["beat"].startswith("celery -A tasks beat")
 
 
 def test_no_pickle_or_eager_mode_anywhere_in_the_code():
