@@ -20,6 +20,7 @@ from tasks.core.queues import dead_letter_queues, deaths_queue, job_queues, queu
 from tasks.core.registry import JobType, enabled_job_types
 from tasks.core.schedules import ScheduleStore
 from tasks.core.telemetry import instrument_worker_process
+from tasks.core.workflows import WorkflowStore
 from tasks.runtime.deaths import DeathWatcher
 from tasks.runtime.switches import apply_at_worker_start, apply_worker_group
 from tasks.runtime.task import JobTask
@@ -66,6 +67,11 @@ class TaskplaneCelery(Celery):
     def schedules(self) -> ScheduleStore:
         """Schedules and what their fires left, in the job records' Redis."""
         return ScheduleStore(self.jobstore.redis)
+
+    @cached_property
+    def workflows(self) -> WorkflowStore:
+        """Workflows: their steps, state and fan-in sets, next to the job records."""
+        return WorkflowStore(self.jobstore.redis, int(self.conf.result_expires))
 
     @cached_property
     def publisher(self) -> JobPublisher:

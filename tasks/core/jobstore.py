@@ -50,17 +50,18 @@ WAITING_STATES = frozenset({"queued", "scheduled", "retrying"})
 # still unacked, so dropping the duplicate loses nothing.
 _START = """
 local state = redis.call('HGET', KEYS[1], 'state')
+local workflow = redis.call('HGET', KEYS[1], 'workflow') or ''
 if state == 'succeeded' or state == 'failed' or state == 'cancelled' then
-  return {state, tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')}
+  return {state, tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0'), workflow}
 end
 if state == 'started' and redis.call('HGET', KEYS[1], 'run') == ARGV[8] then
-  return {'started', tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')}
+  return {'started', tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0'), workflow}
 end
 if state == 'started' and ARGV[7] ~= '1' then
-  return {'duplicate', tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')}
+  return {'duplicate', tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0'), workflow}
 end
 if not state then
-  if ARGV[6] == '1' then return {'abandoned', 0} end
+  if ARGV[6] == '1' then return {'abandoned', 0, ''} end
   redis.call('HSET', KEYS[1], 'id', ARGV[4], 'type', ARGV[3], 'queue', ARGV[5],
              'created_at', ARGV[1], 'attempts', 0)
 end
@@ -68,7 +69,7 @@ local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'state', 'started', 'started_at', ARGV[1], 'worker', ARGV[2],
            'run', ARGV[8])
 redis.call('HDEL', KEYS[1], 'next_attempt_at', 'scheduled_for')
-return {'started', attempts}
+return {'started', attempts, workflow}
 """
 
 # Moves a job to a final or retrying state unless it already is final.
@@ -280,6 +281,7 @@ class StartOutcome:
     proceed: bool
     state: str
     attempt: int
+    workflow: str = ""  # "<workflow>/<step>" when the job is a workflow's step
 
 
 class JobStore:
@@ -410,12 +412,14 @@ class JobStore:
     ) -> StartOutcome:
         flags = ["1" if recorded else "0", "1" if takeover else "0"]
         run = uuid.uuid4().hex  # the same for the client's retries of this one call
-        state, attempts = self._start(
+        state, attempts, workflow = self._start(
             keys=[self.key(job_id)],
             args=[utcnow(), worker or "", job_type, job_id, queue, *flags, run],
         )
         state = text(state)
-        return StartOutcome(proceed=state == "started", state=state, attempt=int(attempts))
+        return StartOutcome(
+            proceed=state == "started", state=state, attempt=int(attempts), workflow=text(workflow)
+        )
 
     def retrying(self, job_id: str, error: dict, next_attempt_at: str) -> str:
         fields = {"state": "retrying", "error": error, "next_attempt_at": next_attempt_at}

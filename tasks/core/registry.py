@@ -15,7 +15,13 @@ from celery.utils.imports import symbol_by_name
 from pydantic import BaseModel
 
 from tasks.core.retry import RetryPolicy
-from tasks.jobs.diagnostics.schema import CrashPayload, EchoPayload, FailPayload, SleepPayload
+from tasks.jobs.diagnostics.schema import (
+    CrashPayload,
+    EchoPayload,
+    FailPayload,
+    SleepPayload,
+    SumPayload,
+)
 from tasks.jobs.logs.schema import LogsPayload
 from tasks.jobs.mail.schema import EmailPayload
 from tasks.jobs.webhooks.schema import WebhookPayload
@@ -120,6 +126,16 @@ JOB_TYPES: tuple[JobType, ...] = (
         retry=RetryPolicy(max_attempts=1, backoff_base_s=1, backoff_cap_s=1),
         time_limit_s=30,
         description="Return the payload's data. For tests and benchmarks.",
+    ),
+    JobType(
+        name="diagnostics.sum",
+        family="diagnostics",
+        queue="diagnostics",
+        payload_model=SumPayload,
+        handler="tasks.jobs.diagnostics.jobs:sum_values",
+        retry=RetryPolicy(max_attempts=1, backoff_base_s=1, backoff_cap_s=1),
+        time_limit_s=30,
+        description="Add up a list of numbers. For workflow tests and benchmarks.",
     ),
     JobType(
         name="diagnostics.sleep",

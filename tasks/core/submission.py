@@ -100,6 +100,7 @@ class NewJob:
     job_id: str | None = None  # deterministic id given by the producer
     tags: Mapping[str, str] | None = None
     parent_id: str | None = None
+    workflow: str | None = None  # "<workflow>/<step>[#item]": the runtime reports back to it
 
 
 @dataclass(frozen=True)
@@ -396,6 +397,8 @@ def _plans(jobs: Sequence[NewJob], ids: list[str], deadline: float) -> list[_Pla
             fields["tags"] = dict(job.tags)
         if job.parent_id:
             fields["parent_id"] = job.parent_id
+        if job.workflow:
+            fields["workflow"] = job.workflow
         plan = _Plan(job, job_id, fields, countdown)
         if job.job_id is not None:  # more than one producer may create this id
             plan.token = uuid.uuid4().hex

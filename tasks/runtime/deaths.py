@@ -14,6 +14,7 @@ from celery import bootsteps
 from kombu import Consumer, Message
 from redis.exceptions import RedisError
 
+from tasks.core import workflows
 from tasks.core.jobstore import text
 from tasks.core.queues import deaths_queue
 
@@ -90,6 +91,8 @@ class DeathWatcher(bootsteps.ConsumerStep):
             record = store.get(job_id) or {}
             error = death_error(reason, record.get("error"), _deliveries(headers))
             store.dead_lettered(job_id, job_type or "", queue, reason, error)
+            if record.get("workflow"):  # a step that kept killing its worker fails its workflow
+                workflows.step_failed(self.app, record["workflow"], error)
         except RedisError as exc:
             # Keep the notice; it comes back when storage does.
             logger.warning("could not record dead letter %s (%s); will retry", job_id, exc)

@@ -15,7 +15,8 @@ from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from tasks.core.errors import EffectInProgress, PermanentError, TransientError
+from tasks.core import workflows
+from tasks.core.errors import EffectInProgress, PermanentError, TransientError, Unavailable
 from tasks.core.jobstore import rfc3339
 from tasks.core.messages import is_recorded, takes_over
 from tasks.core.submission import PUBLISH_ERRORS, publish_retry
@@ -97,10 +98,17 @@ class JobTask(Task):
         if not outcome.proceed:
             # Cancelled before it ran, a redelivery of a job that already
             # finished (its effect happened), or a publish the web gave up on:
-            # acknowledge and do nothing.
+            # acknowledge and do nothing, but tell its workflow again (the run
+            # that finished it may have died before it could).
             logger.info("job %s is %s; not running it", job_id, outcome.state)
+            if outcome.workflow and outcome.state == "succeeded":
+                self._advance(outcome.workflow)
+            elif outcome.workflow and outcome.state == "failed":
+                record = self.app.jobstore.get(job_id) or {}
+                workflows.step_failed(self.app, outcome.workflow, record.get("error"))
             raise Ignore()
         self.request.taskplane_attempt = outcome.attempt  # for log lines
+        self.request.taskplane_workflow = outcome.workflow
         context = JobContext(
             job_id=job_id,
             attempt=outcome.attempt,
@@ -116,7 +124,23 @@ class JobTask(Task):
         except Exception as exc:
             raise self._retry_or_fail(exc, context, payload) from exc
         self.app.jobstore.succeeded(job_id, result if self.job_type.needs_result else None)
+        if outcome.workflow:
+            self._advance(outcome.workflow)  # before the message is acked
         return result
+
+    def _advance(self, step: str) -> None:
+        """Start the workflow steps this one made ready; on failure the message comes back.
+
+        The job stays succeeded; its redelivery finds it so and advances again
+        (deterministic step ids: nothing is created twice).
+        """
+        try:
+            workflows.step_succeeded(self.app, step)
+        except workflows.WorkflowNotFound:
+            logger.warning("job %s: its workflow is gone", self.request.id)
+        except (Unavailable, *PUBLISH_ERRORS) as exc:
+            logger.warning("job %s: could not advance its workflow (%s)", self.request.id, exc)
+            raise Reject(exc, requeue=True) from exc
 
     def _retry_or_fail(self, exc: Exception, context: JobContext, payload: Any) -> BaseException:
         """Record the outcome and return what to raise: a Retry or the error itself."""
@@ -134,6 +158,9 @@ class JobTask(Task):
             )
             return self._publish_retry(payload, exc, delay)
         self.app.jobstore.failed(context.job_id, error)
+        workflow = getattr(self.request, "taskplane_workflow", "")
+        if workflow:
+            workflows.step_failed(self.app, workflow, error)
         logger.error(
             "job %s failed after %s attempt(s): %s",
             context.job_id,

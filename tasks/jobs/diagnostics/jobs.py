@@ -6,12 +6,23 @@ import time
 from typing import Any
 
 from tasks.core.errors import PermanentError, TransientError
-from tasks.jobs.diagnostics.schema import CrashPayload, EchoPayload, FailPayload, SleepPayload
+from tasks.jobs.diagnostics.schema import (
+    CrashPayload,
+    EchoPayload,
+    FailPayload,
+    SleepPayload,
+    SumPayload,
+)
 from tasks.runtime.effects import JobContext
 
 
 def echo(payload: EchoPayload, context: JobContext) -> dict[str, Any]:
     return {"data": payload.data}
+
+
+def sum_values(payload: SumPayload, context: JobContext) -> dict[str, Any]:
+    total = sum(payload.values)
+    return {"sum": int(total) if float(total).is_integer() else total, "count": len(payload.values)}
 
 
 # Chaos runs count how often each job's effect happened (must be exactly once).

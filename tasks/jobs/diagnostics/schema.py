@@ -11,6 +11,14 @@ class EchoPayload(BaseModel):
     data: JsonValue = None
 
 
+class SumPayload(BaseModel):
+    """Numbers to add up (a workflow's fan-in, for tests and benchmarks)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    values: list[float] = Field(max_length=100_000)
+
+
 class SleepPayload(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
