@@ -21,6 +21,8 @@ THROUGHPUT = (
     ("batch", "ceiling.publish_window.per_s", "batch.per_s"),
     ("worker drain", "ceiling.consume.per_s", "drain.per_s"),
     ("end-to-end c16", "ceiling.consume.per_s", "e2e.per_s"),
+    ("workflow steps", None, "workflow.steps_per_s"),
+    ("same jobs, plain", None, "workflow.plain_jobs_per_s"),
 )
 LATENCY = (
     ("submit c1 p50", "ceiling.publish_sync.p50_ms", "submit_c1.p50_ms"),

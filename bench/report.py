@@ -297,6 +297,8 @@ ROWS: tuple[Row, ...] = (
         False,
         "ms",
     ),
+    Row("workflow 1->100->1 (steps/s)", None, None, "taskplane.workflow.steps_per_s"),
+    Row("same 102 jobs, plain (jobs/s)", None, None, "taskplane.workflow.plain_jobs_per_s"),
     Row("web worker RSS (MB)", None, "baseline.rss_mb.web", "taskplane.rss_mb.web", False, "mb"),
     Row(
         "worker child RSS (MB)",
@@ -451,6 +453,19 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def workflow_line(workflow: dict[str, Any]) -> str:
+    """What the two workflow rows measured, and the one ratio that matters between them."""
+    each = ", ".join(format_value(v) for v in workflow.get("steps_per_s_each") or [])
+    plain = ", ".join(format_value(v) for v in workflow.get("plain_jobs_per_s_each") or [])
+    share = format_value(ratio(workflow.get("steps_per_s"), workflow.get("plain_jobs_per_s")), "x")
+    return (
+        f"workflow: {workflow.get('rounds', '?')} workflows {workflow.get('shape', '')} in "
+        f"sequence on Taskplane's worker, start() to finished, steps/s each [{each}]; plain: "
+        f"the same number of echo jobs as one submit, first submit to last finish [{plain}]; "
+        f"workflow/plain {share}."
+    )
+
+
 def format_table(results: dict[str, Any], targets: Sequence[Target] | None = None) -> str:
     """The whole report: machine header, figures per system with ratios, targets."""
     settings = results.get("settings", {})
@@ -477,6 +492,9 @@ def format_table(results: dict[str, Any], targets: Sequence[Target] | None = Non
         "ceiling: c1 = pika publish + wait for each confirm; c16 and batch = pika with a "
         "window of outstanding confirms; drain and end-to-end = pika consume, manual ack."
     )
+    workflow = lookup(results, "taskplane.workflow") or {}
+    if workflow:
+        lines.append(workflow_line(workflow))
     batch = lookup(results, "taskplane.batch") or {}
     if batch.get("available") is False:
         lines.append(f"batch: not available (POST /jobs/batch answered {batch.get('status', '?')})")

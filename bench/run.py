@@ -23,6 +23,13 @@ elsewhere on the machine lands on both rather than skewing one ratio:
    finish the worker recorded (Taskplane's ``finished_at``, Celery's
    ``date_done``), web and worker sharing the machine.
 5. RSS of the largest gunicorn worker and of the largest pool child.
+6. workflows on Taskplane's same worker: a 1 -> 100 -> 1 workflow (an echo of
+   100 numbers, 100 echo steps mapped over them, a sum as the fan-in) started
+   in-process with ``tasks.core.workflows.start``, timed from ``start()`` to
+   the workflow's ``finished_at``: 102 steps / that time. Beside it, the same
+   102 plain echo jobs, submitted as one batch through the submission core,
+   first submit to last finish. 5 rounds (3 with --quick), one workflow at a
+   time, workflow and plain taking turns (W P, P W, ...).
 
 Results: the table on stdout, bench/out/results.json and bench/out/bench.png.
 """
@@ -77,6 +84,9 @@ IDLE_SAMPLES = 50
 IDLE_GAP_S = 0.05  # pause between idle samples, so each one meets an idle system
 POLL_S = 0.001  # how often the idle phase polls Redis
 WARMUP_S = 2
+WORKFLOW_FAN = 100  # the workflow phase: 1 -> WORKFLOW_FAN -> 1
+WORKFLOW_STEPS = WORKFLOW_FAN + 2
+WORKFLOW_ROUNDS = 5  # 3 with --quick
 
 
 class BenchTimeout(BaseException):
@@ -534,12 +544,108 @@ def e2e_phase(stacks: list[Stack], shares: list[int], timeout_s: float, recorder
         recorder.check(f"{stack.name} e2e submit", submit)
 
 
+def workflow_body(fan: int = WORKFLOW_FAN) -> dict[str, Any]:
+    """1 -> fan -> 1: numbers, one echo per number, their sum."""
+    return {
+        "steps": [
+            {"id": "numbers", "type": "diagnostics.echo", "payload": {"data": list(range(fan))}},
+            {
+                "id": "fan",
+                "type": "diagnostics.echo",
+                "depends_on": ["numbers"],
+                "map": {"$result": "numbers", "path": "data"},
+                "payload": {"data": {"$item": ""}},
+            },
+            {
+                "id": "sum",
+                "type": "diagnostics.sum",
+                "depends_on": ["fan"],
+                "payload": {"values": {"$result": "fan", "path": "*.data"}},
+            },
+        ]
+    }
+
+
+def workflow_round(system: Taskplane, timeout_s: float) -> dict[str, Any]:
+    """One workflow: start() to the finished_at its last step recorded."""
+    from tasks.core.workflow_spec import check_workflow
+    from tasks.core.workflows import start, step_job_id
+
+    app = system.app
+    workflow = check_workflow(app, workflow_body())
+    began = time.time()
+    workflow_id = start(app, workflow)
+    deadline = time.monotonic() + timeout_s
+    state, finished = system.workflow_state(workflow_id)
+    while state == "running" and time.monotonic() < deadline:
+        time.sleep(0.01)
+        state, finished = system.workflow_state(workflow_id)
+    if state != "succeeded" or finished is None:
+        raise RuntimeError(f"workflow {workflow_id} is {state} after {timeout_s:.0f}s")
+    total = (app.jobstore.get(step_job_id(workflow_id, "sum")) or {}).get("result")
+    expected = {"sum": sum(range(WORKFLOW_FAN)), "count": WORKFLOW_FAN}
+    if total != expected:
+        raise RuntimeError(f"workflow {workflow_id}: fan-in {total}, not {expected}")
+    seconds = finished - began
+    return {"steps": WORKFLOW_STEPS, "seconds": seconds, "per_s": rate(WORKFLOW_STEPS, seconds)}
+
+
+def plain_round(system: Taskplane, timeout_s: float) -> dict[str, Any]:
+    """The workflow's number of plain echo jobs, one batch submit, to the last finish."""
+    from tasks.core.submission import check, submit
+
+    app = system.app
+    jobs = [check(app, JOB) for _ in range(WORKFLOW_STEPS)]
+    began = time.time()
+    ids = [s.record["id"] for s in submit(app, jobs)]
+    succeeded, failed, unfinished = wait_done(system, ids, timeout_s)
+    if unfinished or failed:
+        raise RuntimeError(f"{unfinished} unfinished and {failed} failed of {len(ids)} jobs")
+    seconds = max(system.finish_times(ids)) - began
+    return {"jobs": len(ids), "seconds": seconds, "per_s": rate(len(ids), seconds)}
+
+
+def workflow_phase(stack: Stack, rounds: int, timeout_s: float, recorder: Recorder) -> None:
+    """Workflow steps/s beside plain jobs/s, same worker, taking turns (W P, P W, ...)."""
+    system = stack.system
+    assert isinstance(system, Taskplane)
+    done: dict[str, list[dict[str, Any]]] = {"workflow": [], "plain": []}
+    kinds = {"workflow": workflow_round, "plain": plain_round}
+    for index in range(rounds + 1):  # round 0 warms up (imports, channels), not counted
+        order = ["workflow", "plain"] if index % 2 == 0 else ["plain", "workflow"]
+        for kind in order:
+            outcome = recorder.attempt(
+                f"{stack.name} {kind} round {index}", partial(kinds[kind], system, timeout_s)
+            )
+            if outcome is None:
+                return
+            if index:
+                done[kind].append(outcome)
+    steps = sum(r["steps"] for r in done["workflow"])
+    jobs = sum(r["jobs"] for r in done["plain"])
+    workflow_s = sum(r["seconds"] for r in done["workflow"])
+    plain_s = sum(r["seconds"] for r in done["plain"])
+    stack.figures["workflow"] = {
+        "shape": f"1 -> {WORKFLOW_FAN} -> 1",
+        "rounds": rounds,
+        "steps": steps,
+        "seconds": workflow_s,
+        "steps_per_s": rate(steps, workflow_s),
+        "steps_per_s_each": [r["per_s"] for r in done["workflow"]],
+        "plain_jobs": jobs,
+        "plain_seconds": plain_s,
+        "plain_jobs_per_s": rate(jobs, plain_s),
+        "plain_jobs_per_s_each": [r["per_s"] for r in done["plain"]],
+    }
+
+
 def run_systems(
     services: Services,
     jobs: int,
     timeouts: dict[str, float],
     recorder: Recorder,
     results: dict[str, Any],
+    workflow_rounds: int = WORKFLOW_ROUNDS,
 ) -> None:
     """The baseline and Taskplane side by side, phase by phase, taking turns.
 
@@ -612,6 +718,13 @@ def run_systems(
             "web_each": web["each"],
             "worker_children_each": pool["each"],
         }
+    for stack in stacks:  # after the RSS, so the figures above are as before
+        if isinstance(stack.system, Taskplane) and stack.system.worker is not None:
+            log(
+                f"{stack.name}: workflows 1 -> {WORKFLOW_FAN} -> 1 beside as many plain jobs, "
+                f"{workflow_rounds} rounds each, taking turns"
+            )
+            workflow_phase(stack, workflow_rounds, timeouts["workflow"], recorder)
     log("stopping")
     for stack in stacks:
         stack.system.stop()
@@ -653,6 +766,7 @@ def main(argv: list[str] | None = None) -> int:
         "idle": 60,
         "e2e": 60 + jobs / 25,
         "ceiling": 30 + jobs / 100,
+        "workflow": 30,  # per workflow (or plain round) of 102 steps
     }
     if loadgen.wrk_path() is None:
         log(
@@ -671,11 +785,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.alarm(budget)
     shutil.rmtree(OUT / "logs", ignore_errors=True)
     (OUT / "logs").mkdir(parents=True, exist_ok=True)
+    workflow_rounds = 3 if args.quick else WORKFLOW_ROUNDS
     services = Services()
     started = time.monotonic()
     results: dict[str, Any] = {
         "settings": {"jobs": jobs, "quick": args.quick, "window": WINDOW, "prefetch": PREFETCH,
-                     "batch_size": BATCH_SIZE, "idle_samples": IDLE_SAMPLES},
+                     "batch_size": BATCH_SIZE, "idle_samples": IDLE_SAMPLES,
+                     "workflow_fan": WORKFLOW_FAN, "workflow_rounds": workflow_rounds},
         "errors": [],
         "warnings": [],
     }  # fmt: skip
@@ -689,7 +805,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"ceiling FAILED: {exc}")
         recorder = Recorder()
         try:
-            run_systems(services, jobs, timeouts, recorder, results)
+            run_systems(services, jobs, timeouts, recorder, results, workflow_rounds)
         except Exception as exc:  # noqa: BLE001
             recorder.errors.append(f"systems: {type(exc).__name__}: {exc}")
             log(f"systems FAILED: {exc}\n{traceback.format_exc()}")

@@ -12,6 +12,7 @@ import json
 import os
 import time
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ class System:
 
     def __init__(self, broker_url: str, redis_url: str, log_dir: Path, metrics_dir: str):
         self.broker_url = broker_url
+        self.redis_url = redis_url
         self.redis = redis.Redis.from_url(redis_url)
         env = {
             **os.environ,
@@ -169,6 +171,18 @@ class Taskplane(System):
         self.web, base = self.platform.start_web(timeout=60)
         return base
 
+    @cached_property
+    def app(self) -> Any:
+        """A Taskplane app in this process, on this system's vhost and database (as the web
+        has one): for starting workflows and submitting through the submission core."""
+        from tasks.factory import create_celery_app
+
+        return create_celery_app(
+            "development",
+            overrides={"broker_url": self.broker_url, "result_backend": self.redis_url},
+            patient_storage=False,
+        )
+
     def worker_argv(self) -> list[str]:
         return [str(VENV_BIN / "celery"), "-A", "tasks", "worker", "-c", "2"]
 
@@ -197,6 +211,17 @@ class Taskplane(System):
                 pipe.hget(self._key(job_id), "finished_at")
             times += [parse_time(raw.decode()) for raw in pipe.execute() if raw]
         return times
+
+    def workflow_state(self, workflow_id: str) -> tuple[str | None, float | None]:
+        """A workflow's state and, once finished, when (epoch seconds, as its last step
+        recorded it)."""
+        from tasks.core.workflows import PREFIX
+
+        state, finished = self.redis.hmget(PREFIX + workflow_id, "state", "finished_at")
+        return (
+            state.decode() if state else None,
+            parse_time(finished.decode()) if finished else None,
+        )
 
     def idle_times(self, job_id: str) -> float | None:
         created, started = self.redis.hmget(self._key(job_id), "created_at", "started_at")

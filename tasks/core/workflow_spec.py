@@ -140,7 +140,10 @@ def check_workflow(app: Any, data: Any) -> Workflow:
     for index, step in enumerate(parsed.steps):
         if step.id in seen:
             problems.append(
-                _problem(index, "id", "duplicate_step", f"step id {step.id!r} is used twice")
+                {
+                    **_problem(index, "id", "duplicate_step", f"step id {step.id!r} is used twice"),
+                    "step": step.id,
+                }
             )
         seen.setdefault(step.id, index)
     steps: dict[str, Step] = {}
@@ -166,7 +169,7 @@ def check_workflow(app: Any, data: Any) -> Workflow:
         raise InvalidWorkflow(
             "validation_failed",
             message,
-            [_problem(index, "depends_on", "cycle", message)],
+            [{**_problem(index, "depends_on", "cycle", message), "step": cycle[0]}],
         )
     return _graph(steps, [s.id for s in parsed.steps])
 

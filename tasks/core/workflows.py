@@ -219,6 +219,9 @@ class WorkflowStore:
         pipe.hdel(key, f"e:{step}")
         pipe.execute()
 
+    def state(self, workflow_id: str) -> str | None:
+        return _text(self.redis.hget(self.keys(workflow_id)[0], "state"))
+
     def mark_created(self, workflow_id: str, steps: list[str]) -> None:
         if steps:
             self.redis.sadd(self.keys(workflow_id)[3], *steps)
@@ -321,6 +324,9 @@ def sweep(app: Any, workflow_id: str) -> None:
     if jobs:
         submit(app, jobs)
         store.mark_created(workflow_id, made)
+        if store.state(workflow_id) == "cancelled":  # cancelled while these were created
+            for job in jobs:
+                app.jobstore.cancel(job.job_id)
     if empty_maps:
         for sid in empty_maps:
             store.mark_created(workflow_id, [sid])
