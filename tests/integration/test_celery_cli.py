@@ -192,10 +192,10 @@ def test_inspect_active_shows_a_running_job(platform, worker, api):
     assert task["acknowledged"] is False, task
     assert task["worker_pid"] in inspect_json(platform, worker.node, "stats")["pool"]["processes"]
 
-    final, seen = follow(api, job["id"])
+    # Seen started above; on a loaded machine the CLI calls may outlast the job.
+    final, _ = follow(api, job["id"])
     assert final["state"] == "succeeded", final
     assert final["result"] == {"slept_s": 6}, final
-    assert seen[-2:] == ["started", "succeeded"], seen
     assert inspect_json(platform, worker.node, "active") == []
 
 
