@@ -51,6 +51,7 @@ def create_app(
         queues,
         ratelimit,
         schedules,
+        workflows,
     )
 
     observability.init_app(app, configure_logs=configure_logs)
@@ -58,7 +59,16 @@ def create_app(
     auth.init_app(app)
     health.init_app(app)
     cli.init_app(app)
-    blueprints = (jobs.bp, batch.bp, deadletters.bp, queues.bp, schedules.bp, openapi.bp, docs.bp)
+    blueprints = (
+        jobs.bp,
+        batch.bp,
+        workflows.bp,
+        deadletters.bp,
+        queues.bp,
+        schedules.bp,
+        openapi.bp,
+        docs.bp,
+    )
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
     ratelimit.init_app(app)

@@ -1,9 +1,10 @@
-"""Operators' commands: ``flask --app wsgi dead|schedule|token ...``.
+"""Operators' commands: ``flask --app wsgi dead|schedule|token|workflow ...``.
 
 ``dead list|replay|purge QUEUE``: dead letters from a shell. ``schedule
 list|show|add|pause|resume|run|remove``: schedules, through the same operations as
 the HTTP API (tasks/core/schedule_admin.py), printed as JSON; an error is a message
-on stderr and exit status 1.
+on stderr and exit status 1. ``workflow show|cancel|retry ID``: a workflow, through the
+operations of tasks/core/workflows.py, printed as JSON as GET /workflows/<id> shows it.
 """
 
 import json
@@ -17,11 +18,13 @@ from flask.cli import AppGroup
 from app.auth import SCOPES, hash_token, new_token
 from app.context import celery_app
 from app.jobs import job_view
-from tasks.core import schedule_admin
+from app.workflow_models import workflow_view
+from tasks.core import schedule_admin, workflows
 from tasks.core.deadletters import list_dead, purge_dead, replay_dead
 from tasks.core.errors import Unavailable
 from tasks.core.schedule_admin import PAGE_DEFAULT, PAGE_MAX, ScheduleError
 from tasks.core.schedules import InvalidSchedule
+from tasks.core.workflows import WorkflowNotCancellable, WorkflowNotFound, WorkflowNotRetryable
 
 T = TypeVar("T")
 
@@ -199,7 +202,48 @@ def schedule_remove(schedule_id: str, yes: bool) -> None:
     _print({"removed": schedule_id})
 
 
+workflow = AppGroup("workflow", help="Show, cancel or retry a workflow.")
+WORKFLOW_ERRORS = {
+    WorkflowNotFound: "workflow_not_found",
+    WorkflowNotCancellable: "workflow_not_cancellable",
+    WorkflowNotRetryable: "workflow_not_retryable",
+}
+
+
+def _workflow(action: Callable[[Any, str], dict[str, Any]], workflow_id: str) -> None:
+    """Run a workflow operation and print the workflow; errors: a message and exit status 1."""
+    try:
+        view = action(celery_app(), workflow_id)
+    except (WorkflowNotFound, WorkflowNotCancellable, WorkflowNotRetryable) as exc:
+        raise click.ClickException(f"{WORKFLOW_ERRORS[type(exc)]}: {exc}") from exc
+    except Unavailable as exc:
+        raise click.ClickException(f"{exc.what} is unavailable; try again later") from exc
+    _print(workflow_view(view))
+
+
+@workflow.command("show")
+@click.argument("workflow_id")
+def workflow_show(workflow_id: str) -> None:
+    """Print a workflow: its state and every step's state, job, attempts and result."""
+    _workflow(workflows.describe, workflow_id)
+
+
+@workflow.command("cancel")
+@click.argument("workflow_id")
+def workflow_cancel(workflow_id: str) -> None:
+    """Cancel a running or failed workflow: nothing new starts, waiting jobs do not run."""
+    _workflow(workflows.cancel, workflow_id)
+
+
+@workflow.command("retry")
+@click.argument("workflow_id")
+def workflow_retry(workflow_id: str) -> None:
+    """Run a failed workflow's failed steps again (from their dead letters) and go on."""
+    _workflow(workflows.retry, workflow_id)
+
+
 def init_app(app: Flask) -> None:
     app.cli.add_command(dead)
     app.cli.add_command(schedule)
     app.cli.add_command(token)
+    app.cli.add_command(workflow)

@@ -44,7 +44,18 @@ REF = "#/components/schemas/{model}"
 IMPLICIT_METHODS = frozenset({"HEAD", "OPTIONS"})
 DOCUMENT = "openapi_document"
 # How /docs lists the groups (blueprints): the API first; others after, as registered.
-TAG_ORDER = ("jobs", "batch", "queues", "deadletters", "health", "metrics", "openapi", "docs")
+TAG_ORDER = (
+    "jobs",
+    "batch",
+    "workflows",
+    "schedules",
+    "queues",
+    "deadletters",
+    "health",
+    "metrics",
+    "openapi",
+    "docs",
+)
 
 
 @dataclass

@@ -132,9 +132,9 @@ def check_workflow(app: Any, data: Any) -> Workflow:
     try:
         parsed = validate_json_payload(WorkflowIn, data)
     except ValidationError as exc:
-        raise InvalidWorkflow(
-            "validation_failed", "the workflow is invalid", validation_details(exc)
-        ) from exc
+        steps = data.get("steps") if isinstance(data, dict) else None
+        problems = [_located(p, steps) for p in validation_details(exc)]
+        raise InvalidWorkflow("validation_failed", "the workflow is invalid", problems) from exc
     problems: list[dict[str, str]] = []
     seen: dict[str, int] = {}
     for index, step in enumerate(parsed.steps):
@@ -172,6 +172,23 @@ def check_workflow(app: Any, data: Any) -> Workflow:
             [{**_problem(index, "depends_on", "cycle", message), "step": cycle[0]}],
         )
     return _graph(steps, [s.id for s in parsed.steps])
+
+
+# pydantic's locations ("steps.2.depends_on.0") as the checks write them ("steps[2]...").
+_STEP_AT = re.compile(r"^steps\.(\d+)(?=\.|$)")
+_DEPENDENCY_AT = re.compile(r"^(steps\[\d+\]\.depends_on)\.(\d+)(?=\.|$)")
+
+
+def _located(problem: dict[str, str], steps: Any) -> dict[str, str]:
+    """A schema problem with the path the other checks write, and its step's id."""
+    path = _DEPENDENCY_AT.sub(r"\1[\2]", _STEP_AT.sub(r"steps[\1]", problem.get("path", "")))
+    located = {**problem, "path": path}
+    found = re.match(r"^steps\[(\d+)\]", path)
+    if found and isinstance(steps, list) and int(found.group(1)) < len(steps):
+        step = steps[int(found.group(1))]
+        if isinstance(step, dict) and isinstance(step.get("id"), str):
+            located["step"] = step["id"]
+    return located
 
 
 def _check_step(app: Any, index: int, step: StepIn, ids: dict[str, int]) -> list[dict[str, str]]:
