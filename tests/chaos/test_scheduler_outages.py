@@ -59,19 +59,21 @@ def test_fires_due_during_broker_and_redis_outages_follow_policy_none_doubled(ch
             assert store.create(schedule)
         time.sleep(4)
 
+        # Each outage from the moment the node is down (its port closed) to the
+        # moment it is started again: nothing due in between can be confirmed.
         outages = []
-        started = time.time()
         chaos.rabbit.stop_app()
+        down_at = time.time()
         time.sleep(DOWN_S)
+        outages.append((down_at, time.time()))
         chaos.rabbit.start_app()
-        outages.append((started, time.time()))
         time.sleep(6)
 
-        started = time.time()
         chaos.redis_node.stop()
+        down_at = time.time()
         time.sleep(DOWN_S)
+        outages.append((down_at, time.time()))
         chaos.redis_node.start()
-        outages.append((started, time.time()))
         time.sleep(8)
     finally:
         for process in beats:
@@ -79,8 +81,8 @@ def test_fires_due_during_broker_and_redis_outages_follow_policy_none_doubled(ch
     assert all(process.popen.returncode is not None for process in beats)
 
     def late(due: datetime) -> bool:
-        """Due in an outage and more than the grace before its end: missed."""
-        return any(start + 1 < due.timestamp() < end - 3 for start, end in outages)
+        """Due while a node was down, and more than the grace (2 s) before it came back."""
+        return any(down < due.timestamp() < up - 3 for down, up in outages)
 
     for policy in POLICIES:
         schedule_id = f"outage-{policy}"
@@ -89,17 +91,23 @@ def test_fires_due_during_broker_and_redis_outages_follow_policy_none_doubled(ch
             int(datetime.fromisoformat(stored.created_at).timestamp() * 1000), stored.watermark_ms
         )
         outage_dues = [due for due in dues if late(due)]
-        assert len(outage_dues) >= 6, (policy, outages)
-        jobs = {
-            key.decode().rsplit(":", 1)[1]
+        assert len(outage_dues) >= 8, (policy, outages)
+        tagged = {
+            key.decode().rsplit(":", 1)[1]: json.loads(chaos.store.hget(key, "tags") or "{}")
             for key in chaos.store.scan_iter("taskplane:job:*", count=1000)
-            if json.loads(chaos.store.hget(key, "tags") or "{}").get("schedule") == schedule_id
         }
+        jobs = {job_id for job_id, tags in tagged.items() if tags.get("schedule") == schedule_id}
         fired = [due for due in dues if fire_job_id(schedule_id, due) in jobs]
         # Every due time is accounted for once, and a fire is one job.
         assert stored.counts["fired"] == len(fired), (policy, stored.counts, len(fired))
         assert stored.counts["fired"] + stored.counts["missed"] == len(dues), stored.counts
-        assert jobs == {fire_job_id(schedule_id, due) for due in fired}, policy
+        # Beyond the watermark: at most the one fire a stopping scheduler created
+        # and had no time to record.
+        unrecorded = jobs - {fire_job_id(schedule_id, due) for due in fired}
+        assert len(unrecorded) <= 1, (policy, unrecorded)
+        for job_id in unrecorded:
+            due_at = datetime.fromisoformat(tagged[job_id]["due_at"].replace("Z", "+00:00"))
+            assert due_at > stored.watermark, (policy, job_id, due_at)
         fired_in_outage = [due for due in outage_dues if due in fired]
         if policy == "all":
             assert fired_in_outage == outage_dues and stored.counts["missed"] == 0

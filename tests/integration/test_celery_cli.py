@@ -30,6 +30,7 @@ JOB_TYPE_NAMES = {
     "email.send",
     "logs.summarize",
     "diagnostics.echo",
+    "diagnostics.sum",
     "diagnostics.sleep",
     "diagnostics.fail",
     "diagnostics.crash",

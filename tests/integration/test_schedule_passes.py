@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tasks.core.schedule_fire import FirePolicy, PassResult, reconcile, run_pass
+from tasks.core.schedule_fire import FirePolicy, PassResult, fire, reconcile, run_pass
 from tasks.core.schedule_times import fire_job_id
 from tasks.core.schedules import ScheduleStore, check_schedule
 from tasks.factory import TaskplaneCelery, create_celery_app
@@ -217,3 +217,17 @@ def test_the_lease_has_one_holder_and_passes_on_release_or_expiry(app: Taskplane
     assert not second_.held()
     assert first.hold()
     assert client.hget("taskplane:scheduler:leader", "holder") == b"a"
+
+
+def test_a_fire_created_but_not_recorded_counts_as_fired_not_missed(
+    app: TaskplaneCelery, store: ScheduleStore
+) -> None:
+    """A pass fired the oldest due time, then lost Redis before recording it."""
+    since, now = second(), second(10.5)
+    schedule_id = make(app, store, since, missed="none")
+    fire(app, store.get(schedule_id).schedule, second(1))  # its job exists, unrecorded
+    result = run_pass(app, store, store.get(schedule_id), now, POLICY)
+    fresh = [d for d in dues(since, now) if d > now - timedelta(seconds=2)]
+    assert result == PassResult(fired=1 + len(fresh), missed=10 - 1 - len(fresh))
+    assert store.get(schedule_id).counts["fired"] == 1 + len(fresh)
+    assert exists(app, schedule_id, second(1)) and not exists(app, schedule_id, second(2))
