@@ -52,11 +52,9 @@ PREFIX = "taskplane:workflow:"
 WORKFLOW_NAMESPACE = uuid.UUID("3d0c6a52-1f4e-5b8a-9c27-6e1d4b7a2f90")
 STATES = ("running", "succeeded", "failed", "cancelled")
 
-# KEYS: workflow, done, failed. ARGV: member (a step id), now.
-# A step is done: it is no longer failed (a replay succeeded), and a failed
-# workflow with no failed step left runs again.
-_STEP_DONE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
+# The step ARGV[1] is done: it is no longer failed (a replay succeeded), and a
+# failed workflow with no failed step left runs again. KEYS: workflow, done, failed.
+_MARK_DONE = """
 redis.call('SREM', KEYS[3], ARGV[1])
 redis.call('SADD', KEYS[2], ARGV[1])
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -68,23 +66,25 @@ end
 return state
 """
 
-# KEYS: workflow, done, failed, items. ARGV: step id, item index, now.
-# One item of a map step is done; the step is done when every item is.
-_ITEM_DONE = """
+# KEYS: workflow, done, failed. ARGV: step id, now.
+_STEP_DONE = (
+    """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
-redis.call('SADD', KEYS[4], ARGV[2])
+"""
+    + _MARK_DONE
+)
+
+# KEYS: workflow, done, failed, items. ARGV: step id, now, item index.
+# One item of a map step is done; the step is done when every item is.
+_ITEM_DONE = (
+    """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
+redis.call('SADD', KEYS[4], ARGV[3])
 local total = tonumber(redis.call('HGET', KEYS[1], 'n:' .. ARGV[1]) or '-1')
 if redis.call('SCARD', KEYS[4]) < total then return 'waiting' end
-redis.call('SREM', KEYS[3], ARGV[1])
-redis.call('SADD', KEYS[2], ARGV[1])
-local state = redis.call('HGET', KEYS[1], 'state')
-if state == 'failed' and redis.call('SCARD', KEYS[3]) == 0 then
-  redis.call('HSET', KEYS[1], 'state', 'running')
-  redis.call('HDEL', KEYS[1], 'finished_at', 'failed_step', 'reason')
-  state = 'running'
-end
-return state
 """
+    + _MARK_DONE
+)
 
 # KEYS: workflow, failed. ARGV: step id, reason, now, error json ('' none).
 _STEP_FAILED = """
@@ -202,7 +202,7 @@ class WorkflowStore:
             return _text(self._step_done(keys=[key, done, failed], args=[ref.step, utcnow()]))
         items = self.items_key(ref.workflow_id, ref.step)
         return _text(
-            self._item_done(keys=[key, done, failed, items], args=[ref.step, ref.item, utcnow()])
+            self._item_done(keys=[key, done, failed, items], args=[ref.step, utcnow(), ref.item])
         )
 
     def step_failed(self, workflow_id: str, step: str, reason: str, error: Any = None) -> str:

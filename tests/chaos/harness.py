@@ -53,7 +53,10 @@ def header() -> str:
 
 
 class Submitter(threading.Thread):
-    """Submits ``jobs`` one after another, retrying each until accepted (or its deadline)."""
+    """Submits ``jobs`` one after another, retrying each until accepted (or its deadline).
+
+    ``path`` is where they go: ``/jobs``, or ``/workflows`` for workflow bodies.
+    """
 
     def __init__(
         self,
@@ -61,9 +64,11 @@ class Submitter(threading.Thread):
         jobs: list[dict[str, Any]],
         per_job_deadline: float = 90,
         spread_s: float = 0,
+        path: str = "/jobs",
     ):
         super().__init__(daemon=True)
         self.base_url = base_url
+        self.path = path
         self.jobs = jobs
         # Pace the stream over this many seconds so it spans the breakage.
         self.interval = spread_s / max(len(jobs), 1)
@@ -87,7 +92,7 @@ class Submitter(threading.Thread):
         deadline = time.monotonic() + self.per_job_deadline
         while time.monotonic() < deadline:
             try:
-                response = client.post("/jobs", json=job)
+                response = client.post(self.path, json=job)
             except httpx.TransportError:
                 response = None
             if response is not None and response.status_code == 202:

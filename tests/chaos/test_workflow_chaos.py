@@ -29,7 +29,7 @@ import pytest
 
 from tasks.core.workflows import PREFIX, step_job_id
 from tests.chaos.conftest import CHAOS_JOBS
-from tests.chaos.harness import Outcome, attempts
+from tests.chaos.harness import Outcome, Submitter, attempts
 from tests.services import free_port
 
 pytestmark = pytest.mark.chaos
@@ -113,47 +113,6 @@ def workflow_body(number: int, url: str) -> dict[str, Any]:
 EXPECTED_SUM = {"sum": sum(200 + n for n in range(FAN)), "count": FAN}
 
 
-class WorkflowSubmitter(threading.Thread):
-    """Starts ``bodies`` one after another over ``spread_s``, each retried until accepted."""
-
-    def __init__(self, chaos: Any, bodies: list[dict], spread_s: float):
-        super().__init__(daemon=True)
-        self.chaos, self.bodies = chaos, bodies
-        self.interval = spread_s / max(len(bodies), 1)
-        self.accepted: list[str] = []
-        self.rejected = 0
-        self.given_up = 0
-
-    def run(self) -> None:
-        with httpx.Client(base_url=self.chaos.web_url, timeout=30) as client:
-            started = time.monotonic()
-            for n, body in enumerate(self.bodies):
-                time.sleep(max(0.0, started + n * self.interval - time.monotonic()))
-                self._start(client, body)
-
-    def _start(self, client: httpx.Client, body: dict) -> None:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                response = client.post("/workflows", json=body)
-            except httpx.TransportError:
-                response = None
-            if response is not None and response.status_code == 202:
-                self.accepted.append(response.json()["id"])
-                return
-            if response is not None and response.status_code != 503:
-                raise AssertionError(f"unexpected {response.status_code}: {response.text}")
-            self.rejected += 1
-            time.sleep(0.2)
-        self.given_up += 1
-
-    def wait_until_fraction(self, fraction: float, timeout: float = 120) -> None:
-        target = int(len(self.bodies) * fraction)
-        deadline = time.monotonic() + timeout
-        while len(self.accepted) < target and self.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
-
-
 def workflow_states(store: Any, ids: list[str]) -> dict[str, str | None]:
     pipe = store.pipeline(transaction=False)
     for workflow_id in ids:
@@ -193,7 +152,9 @@ def test_8_workflows_through_kill_9_of_workers(chaos, record_outcome) -> None:
     killed: list[str] = []
     try:
         started = time.monotonic()
-        submitter = WorkflowSubmitter(chaos, bodies, max(15.0, WORKFLOWS * 0.3))
+        submitter = Submitter(
+            chaos.web_url, bodies, spread_s=max(15.0, WORKFLOWS * 0.3), path="/workflows"
+        )
         submitter.start()
         for n in range(KILLS):
             submitter.wait_until_fraction((n + 1) / (KILLS + 2))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -99,3 +102,36 @@ def chromium(url: str, *extra: str) -> str:
         )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
+
+
+def wait_for_workflow(
+    api: httpx.Client, workflow_id: str, *states: str, timeout: float = 60
+) -> dict[str, Any]:
+    """Poll GET /workflows/<id> until its state is one of ``states``; returns the view."""
+    deadline = time.monotonic() + timeout
+    while True:
+        view = api.get(f"/workflows/{workflow_id}").json()
+        if view["state"] in states:
+            return view
+        if time.monotonic() > deadline:
+            raise AssertionError(f"workflow still {view['state']} after {timeout}s: {view}")
+        time.sleep(0.1)
+
+
+@contextmanager
+def web_with_tokens(platform: Any, tokens: dict[str, list[str]], secret: Any) -> Iterator[str]:
+    """A web on the session's services that checks tokens: ``tokens`` name -> scopes,
+    ``secret(name)`` the token each name presents. Yields its base URL."""
+    from app.auth import hash_token
+    from tests.services import Platform
+
+    entries = [{"name": n, "sha256": hash_token(secret(n)), "scopes": s} for n, s in tokens.items()]
+    web = Platform(
+        env={**platform.env, "TASKPLANE_API_TOKENS": json.dumps(entries)},
+        log_dir=platform.log_dir,
+    )
+    _, base = web.start_web()
+    try:
+        yield base
+    finally:
+        web.stop_all()

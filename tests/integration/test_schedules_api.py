@@ -12,9 +12,8 @@ import httpx
 import pytest
 import redis
 
-from app.auth import hash_token
-from tests.integration.helpers import assert_error, follow
-from tests.services import Platform, free_port
+from tests.integration.helpers import assert_error, follow, web_with_tokens
+from tests.services import free_port
 
 pytestmark = pytest.mark.integration
 YEARLY = "0 0 1 1 *"
@@ -429,14 +428,8 @@ def secret(name):
 @pytest.fixture(scope="module")
 def guarded_web(platform):
     """The session's services behind a web that checks tokens."""
-    entries = [{"name": n, "sha256": hash_token(secret(n)), "scopes": s} for n, s in TOKENS.items()]
-    web = Platform(
-        env={**platform.env, "TASKPLANE_API_TOKENS": json.dumps(entries)},
-        log_dir=platform.log_dir,
-    )
-    _, base = web.start_web()
-    yield base
-    web.stop_all()
+    with web_with_tokens(platform, TOKENS, secret) as base:
+        yield base
 
 
 def test_every_schedule_operation_needs_the_admin_scope(guarded_web, worker):

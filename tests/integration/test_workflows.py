@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.helpers import follow
+from tests.integration.helpers import follow, wait_for_workflow
 from tests.peers import HttpTarget
 
 pytestmark = pytest.mark.integration
@@ -25,17 +25,6 @@ def post(api: httpx.Client, *steps: dict[str, Any]) -> dict[str, Any]:
     assert response.status_code == 202, response.text
     assert response.headers["Location"].endswith(f"/workflows/{response.json()['id']}")
     return response.json()
-
-
-def wait_for(api: httpx.Client, workflow_id: str, *states: str, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        view = api.get(f"/workflows/{workflow_id}").json()
-        if view["state"] in states:
-            return view
-        if time.monotonic() > deadline:
-            raise AssertionError(f"workflow still {view['state']} after {timeout}s: {view}")
-        time.sleep(0.1)
 
 
 def steps_of(view: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -62,7 +51,7 @@ def test_a_chain_of_three_passes_results_along(api: httpx.Client) -> None:
         echo("report", ref("add", "sum"), depends_on=["add"]),
     )
     assert {s["id"]: s["state"] for s in created["steps"]}["add"] == "waiting"
-    view = wait_for(api, created["id"], "succeeded")
+    view = wait_for_workflow(api, created["id"], "succeeded")
     steps = steps_of(view)
     assert steps["add"]["result"] == {"sum": 11, "count": 2}
     assert steps["report"]["result"] == {"data": 11}
@@ -85,7 +74,7 @@ def test_a_fan_out_of_twenty_and_a_fan_in_that_sums_them(api: httpx.Client) -> N
         },
         total("sum", ref("square", "*.sum"), depends_on=["square"]),
     )
-    view = wait_for(api, created["id"], "succeeded")
+    view = wait_for_workflow(api, created["id"], "succeeded")
     steps = steps_of(view)
     assert steps["square"]["items"]["total"] == 20
     assert [r["sum"] for r in steps["square"]["result"]] == [2 * n for n in range(1, 21)]
@@ -101,7 +90,7 @@ def test_a_diamond_runs_the_join_once_after_both_branches(api: httpx.Client) -> 
         total("c", [ref("a", "data"), 4], depends_on=["a"]),
         total("d", [ref("b", "sum"), ref("c", "sum")], depends_on=["b", "c"]),
     )
-    view = wait_for(api, created["id"], "succeeded")
+    view = wait_for_workflow(api, created["id"], "succeeded")
     steps = steps_of(view)
     assert steps["d"]["result"]["sum"] == 11 and steps["d"]["attempts"] == 1
     jobs = {sid: api.get(f"/jobs/{steps[sid]['job_id']}").json() for sid in "bcd"}
@@ -124,7 +113,7 @@ def test_a_permanent_failure_fails_the_workflow_and_a_replay_resumes_it(
         echo("after", "done", depends_on=["deliver"]),
         echo("side", "independent", depends_on=["start"]),
     )
-    failed = wait_for(api, created["id"], "failed")
+    failed = wait_for_workflow(api, created["id"], "failed")
     steps = steps_of(failed)
     assert failed["failed_step"] == "deliver"
     assert steps["deliver"]["state"] == "failed" and steps["deliver"]["error"]
@@ -135,7 +124,7 @@ def test_a_permanent_failure_fails_the_workflow_and_a_replay_resumes_it(
     job_id = steps["deliver"]["job_id"]
     replay = api.post("/queues/webhooks/dead/replay", json={"ids": [job_id]})
     assert replay.status_code == 200, replay.text
-    view = wait_for(api, created["id"], "succeeded")
+    view = wait_for_workflow(api, created["id"], "succeeded")
     steps = steps_of(view)
     assert steps["after"]["result"] == {"data": "done"}
     assert steps["deliver"]["attempts"] == 1  # the replay's run
@@ -151,11 +140,11 @@ def test_retry_over_http_resumes_a_failed_workflow(
         {"id": "deliver", "type": "webhook.deliver", "payload": {"url": hook, "body": {}}},
         echo("after", depends_on=["deliver"]),
     )
-    wait_for(api, created["id"], "failed")
+    wait_for_workflow(api, created["id"], "failed")
     response = api.post(f"/workflows/{created['id']}/retry")
     assert response.status_code == 200, response.text
     assert response.json()["state"] == "running"
-    view = wait_for(api, created["id"], "succeeded")
+    view = wait_for_workflow(api, created["id"], "succeeded")
     assert steps_of(view)["after"]["state"] == "succeeded"
 
 
@@ -168,7 +157,7 @@ def test_a_step_that_retries_twice_then_succeeds(
         {"id": "deliver", "type": "webhook.deliver", "payload": {"url": hook, "body": {}}},
         echo("after", "ok", depends_on=["deliver"]),
     )
-    view = wait_for(api, created["id"], "succeeded", timeout=90)
+    view = wait_for_workflow(api, created["id"], "succeeded", timeout=90)
     steps = steps_of(view)
     assert steps["deliver"]["attempts"] == 3
     assert steps["after"]["attempts"] == 1 and steps["after"]["result"] == {"data": "ok"}
@@ -199,7 +188,7 @@ def test_a_payload_that_does_not_fit_once_resolved_fails_its_step(api: httpx.Cli
         echo("words", "not numbers"),
         total("sum", ref("words", "data"), depends_on=["words"]),
     )
-    view = wait_for(api, created["id"], "failed")
+    view = wait_for_workflow(api, created["id"], "failed")
     step = steps_of(view)["sum"]
     assert step["state"] == "failed" and step["job_id"] is None
     assert "payload.values" in step["error"]["message"]
@@ -207,7 +196,7 @@ def test_a_payload_that_does_not_fit_once_resolved_fails_its_step(api: httpx.Cli
 
 def test_every_step_of_a_workflow_is_one_trace(api: httpx.Client, worker) -> None:  # noqa: ANN001
     created = post(api, echo("a", 1), echo("b", ref("a"), depends_on=["a"]))
-    steps = steps_of(wait_for(api, created["id"], "succeeded"))
+    steps = steps_of(wait_for_workflow(api, created["id"], "succeeded"))
     traces = set()
     for line in worker.json_lines():
         if line.get("job_id") in {steps["a"]["job_id"], steps["b"]["job_id"]}:

@@ -7,7 +7,6 @@ scopes and the document.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import Any
@@ -15,9 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from app.auth import hash_token
-from tests.integration.helpers import assert_error
-from tests.services import Platform, free_port
+from tests.integration.helpers import assert_error, wait_for_workflow, web_with_tokens
+from tests.services import free_port
 
 pytestmark = pytest.mark.integration
 OPERATIONS = {
@@ -44,17 +42,6 @@ def start(api: httpx.Client, *steps: dict[str, Any]) -> dict[str, Any]:
     response = api.post("/workflows", json={"steps": list(steps)})
     assert response.status_code == 202, response.text
     return response.json()
-
-
-def wait_for(api: httpx.Client, workflow_id: str, *states: str, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        view = api.get(f"/workflows/{workflow_id}").json()
-        if view["state"] in states:
-            return view
-        if time.monotonic() > deadline:
-            raise AssertionError(f"workflow still {view['state']} after {timeout}s: {view}")
-        time.sleep(0.1)
 
 
 # -- the round trip ------------------------------------------------------------------
@@ -92,7 +79,7 @@ def test_start_answers_202_with_location_and_get_follows_it_to_success(api):
         "reason": None,
     }
 
-    view = wait_for(api, created["id"], "succeeded")
+    view = wait_for_workflow(api, created["id"], "succeeded")
     assert view["id"] == created["id"] and view["finished_at"]
     first, second = view["steps"]
     assert first["result"] == {"data": {"n": 7}} and second["result"] == {"data": 7}
@@ -254,7 +241,7 @@ def test_an_unknown_workflow_is_404_on_every_operation(api, workflow_id):
 
 def test_a_succeeded_workflow_cannot_be_cancelled_or_retried(api):
     created = start(api, echo("only", "x"))
-    wait_for(api, created["id"], "succeeded")
+    wait_for_workflow(api, created["id"], "succeeded")
     error = assert_error(api.delete(f"/workflows/{created['id']}"), 409, "workflow_not_cancellable")
     assert error["details"] == {"id": created["id"], "state": "succeeded"}
     error = assert_error(
@@ -287,12 +274,12 @@ def test_a_failed_workflow_is_retried_with_200(api, http_target):
     hook = f"{http_target.base}/hooks/sequence/{uuid.uuid4().hex}?codes=400,200"
     deliver = {"id": "deliver", "type": "webhook.deliver", "payload": {"url": hook, "body": {}}}
     created = start(api, deliver, echo("after", "yes", depends_on=["deliver"]))
-    failed = wait_for(api, created["id"], "failed")
+    failed = wait_for_workflow(api, created["id"], "failed")
     assert failed["failed_step"] == "deliver" and "deliver" in failed["reason"]
     retried = api.post(f"/workflows/{created['id']}/retry")
     assert retried.status_code == 200, retried.text
     assert retried.json()["state"] == "running" and retried.json()["failed_step"] is None
-    view = wait_for(api, created["id"], "succeeded")
+    view = wait_for_workflow(api, created["id"], "succeeded")
     assert {s["id"]: s for s in view["steps"]}["after"]["result"] == {"data": "yes"}
 
 
@@ -375,14 +362,8 @@ def secret(name):
 @pytest.fixture(scope="module")
 def guarded_web(platform):
     """The session's services behind a web that checks tokens."""
-    entries = [{"name": n, "sha256": hash_token(secret(n)), "scopes": s} for n, s in TOKENS.items()]
-    web = Platform(
-        env={**platform.env, "TASKPLANE_API_TOKENS": json.dumps(entries)},
-        log_dir=platform.log_dir,
-    )
-    _, base = web.start_web()
-    yield base
-    web.stop_all()
+    with web_with_tokens(platform, TOKENS, secret) as base:
+        yield base
 
 
 def bearer(name):
@@ -488,11 +469,11 @@ def test_answers_match_the_documented_workflow_model(api):
         },
     )
     validator.validate(created)
-    view = wait_for(api, created["id"], "succeeded")
+    view = wait_for_workflow(api, created["id"], "succeeded")
     validator.validate(view)
     steps = {s["id"]: s for s in view["steps"]}
     assert steps["each"]["result"] == [{"data": 1}, {"data": 2}, {"data": 3}]
     assert steps["each"]["items"]["total"] == 3 and steps["each"]["items"]["succeeded"] == 3
     assert steps["empty"]["result"] == [] and steps["empty"]["items"]["total"] == 0
     failed = start(api, {"id": "f", "type": "diagnostics.fail", "payload": {"permanent": True}})
-    validator.validate(wait_for(api, failed["id"], "failed"))
+    validator.validate(wait_for_workflow(api, failed["id"], "failed"))
