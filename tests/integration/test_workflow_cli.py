@@ -8,7 +8,8 @@ import uuid
 
 import pytest
 
-from tests.integration.test_workflows_api import echo, sleep, start, wait_for
+from tests.integration.helpers import wait_for_workflow
+from tests.integration.test_workflows_api import echo, sleep, start
 from tests.services import ROOT, VENV_BIN, Platform
 
 pytestmark = pytest.mark.integration
@@ -42,7 +43,7 @@ def failed(platform: Platform, *args: str) -> str:
 
 def test_show_prints_what_get_answers(platform, api):
     created = start(api, echo("a", "cli"), echo("b", depends_on=["a"]))
-    wait_for(api, created["id"], "succeeded")
+    wait_for_workflow(api, created["id"], "succeeded")
     shown = ok(platform, "show", created["id"])
     assert shown == api.get(f"/workflows/{created['id']}").json()
     assert shown["state"] == "succeeded" and [s["id"] for s in shown["steps"]] == ["a", "b"]
@@ -66,10 +67,10 @@ def test_retry_resumes_a_failed_workflow_and_a_succeeded_one_cannot_be_cancelled
     hook = f"{http_target.base}/hooks/sequence/{uuid.uuid4().hex}?codes=400,200"
     deliver = {"id": "deliver", "type": "webhook.deliver", "payload": {"url": hook, "body": {}}}
     created = start(api, deliver, echo("after", "on", depends_on=["deliver"]))
-    wait_for(api, created["id"], "failed")
+    wait_for_workflow(api, created["id"], "failed")
     retried = ok(platform, "retry", created["id"])
     assert retried["state"] == "running" and retried["failed_step"] is None
-    view = wait_for(api, created["id"], "succeeded")
+    view = wait_for_workflow(api, created["id"], "succeeded")
     assert {s["id"]: s for s in view["steps"]}["after"]["result"] == {"data": "on"}
     refused = failed(platform, "cancel", created["id"])
     assert "workflow_not_cancellable" in refused and "succeeded" in refused
