@@ -13,6 +13,7 @@ from config import config_module
 from config.checks import platform_problems, refuse_if_any
 from tasks.core.broker_link import BrokerAlarm, BrokerWatch
 from tasks.core.forgetter import Forgetter
+from tasks.core.http_client import build_http_client
 from tasks.core.jobstore import JobStore, redis_client
 from tasks.core.logging_setup import configure_logging
 from tasks.core.publisher import JobPublisher
@@ -72,6 +73,15 @@ class TaskplaneCelery(Celery):
     def workflows(self) -> WorkflowStore:
         """Workflows: their steps, state and fan-in sets, next to the job records."""
         return WorkflowStore(self.jobstore.redis, int(self.conf.result_expires))
+
+    @cached_property
+    def http_client(self) -> Any:
+        """The process's pooled outbound HTTP client (webhooks, log fetches).
+
+        Built on first use, which is in the process running jobs: a prefork
+        child builds its own rather than inheriting its parent's sockets.
+        """
+        return build_http_client()
 
     @cached_property
     def publisher(self) -> JobPublisher:

@@ -13,7 +13,7 @@ import signal
 import socket
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -21,6 +21,8 @@ from tasks.core.errors import EffectInProgress
 from tasks.runtime.effect_lease import LeaseKeeper
 
 if TYPE_CHECKING:
+    import httpx
+
     from tasks.core.jobstore import JobStore
 
 T = TypeVar("T")
@@ -38,6 +40,17 @@ class JobContext:
     # How long a claim on an effect lasts unless its performer extends it (see
     # tasks/runtime/effect_lease): how soon a rerun may act after its performer died.
     lease_s: float = 30
+    # The worker process's pooled HTTP client, built on first use (see
+    # tasks/core/http_client); None outside a worker.
+    http: "Callable[[], httpx.Client] | None" = None
+
+    def http_client(self) -> "AbstractContextManager[httpx.Client]":
+        """``with context.http_client() as client``: the shared pool, or a client of its own."""
+        if self.http is not None:
+            return nullcontext(self.http())
+        import httpx
+
+        return httpx.Client(follow_redirects=False)
 
     def once(self, effect: str, perform: Callable[[], T]) -> T:
         """Run ``perform`` unless this job already produced ``effect``; return its outcome.

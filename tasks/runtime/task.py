@@ -115,6 +115,7 @@ class JobTask(Task):
             settings=self.app.conf,
             store=self.app.jobstore,
             lease_s=float(self.app.conf.taskplane_effect_lease_s),
+            http=self._http_client,
         )
         try:
             model = self.job_type.payload_model.model_validate(payload)
@@ -127,6 +128,9 @@ class JobTask(Task):
         if outcome.workflow:
             self._advance(outcome.workflow)  # before the message is acked
         return result
+
+    def _http_client(self) -> Any:
+        return self.app.http_client
 
     def _advance(self, step: str) -> None:
         """Start the workflow steps this one made ready; on failure the message comes back.

@@ -20,7 +20,10 @@ def summarize_log(payload: LogsPayload, context: JobContext) -> dict[str, Any]:
         return summarize(payload.lines, top_errors=payload.top_errors)
     ensure_allowed(str(payload.url), context.settings)
     try:
-        with httpx.stream("GET", str(payload.url), timeout=FETCH_TIMEOUT) as response:
+        with (
+            context.http_client() as client,
+            client.stream("GET", str(payload.url), timeout=FETCH_TIMEOUT) as response,
+        ):
             classify(response.status_code, response.headers.get("Retry-After"))
             lines = bounded_lines(response.iter_bytes(), max_bytes=MAX_LOG_BYTES)
             return summarize(_reraising(lines), top_errors=payload.top_errors)

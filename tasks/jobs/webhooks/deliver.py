@@ -16,26 +16,27 @@ USER_AGENT = "Taskplane-Webhook/1"
 def deliver(payload: WebhookPayload, context: JobContext) -> dict[str, Any]:
     """POST once per attempt; a job that already delivered does not deliver again."""
     ensure_allowed(str(payload.url), context.settings)
-    outcome = context.once("delivered", lambda: _post(payload, context.job_id))
+    outcome = context.once("delivered", lambda: _post(payload, context))
     return {**outcome, "attempts": context.attempt}
 
 
-def _post(payload: WebhookPayload, job_id: str) -> dict[str, Any]:
+def _post(payload: WebhookPayload, context: JobContext) -> dict[str, Any]:
     headers = {
         "User-Agent": USER_AGENT,
         **payload.headers,
         "Content-Type": "application/json",
-        "Idempotency-Key": job_id,
+        "Idempotency-Key": context.job_id,
     }
     started = time.monotonic()
     try:
-        response = httpx.post(
-            str(payload.url),
-            json=payload.body,
-            headers=headers,
-            timeout=payload.timeout_s,
-            follow_redirects=False,
-        )
+        with context.http_client() as client:
+            response = client.post(
+                str(payload.url),
+                json=payload.body,
+                headers=headers,
+                timeout=payload.timeout_s,
+                follow_redirects=False,
+            )
     except httpx.TimeoutException as exc:
         raise TransientError(f"timed out after {payload.timeout_s}s: {exc}") from exc
     except httpx.TransportError as exc:
