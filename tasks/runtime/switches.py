@@ -17,7 +17,7 @@ logger = logging.getLogger("taskplane.consumers")
 
 
 def apply_worker_group(app: Any) -> None:
-    """Pool and concurrency of this worker's group, unless given on the command line."""
+    """Pool, concurrency and prefetch of this worker's group, unless given on the command line."""
     group = worker_group(app)
     if group is None:
         return
@@ -25,6 +25,8 @@ def apply_worker_group(app: Any) -> None:
     app.conf.worker_pool = settings.get("pool") or app.conf.worker_pool
     if settings.get("concurrency"):
         app.conf.worker_concurrency = int(settings["concurrency"])
+    if settings.get("prefetch_multiplier"):
+        app.conf.worker_prefetch_multiplier = int(settings["prefetch_multiplier"])
 
 
 @control_command(args=[("queue", str)], signature="<queue>")

@@ -3,8 +3,9 @@
 The chaos platform's own workers consume every queue, so they are stopped for
 this module and nodes started with ``TASKPLANE_WORKER_GROUP`` take their
 place: the io group (threads) runs webhooks and email, the cpu group
-(prefork) runs logs and diagnostics. Node names end in ``@%h``, so they are
-unique per host.
+(prefork, one reserved message per process) runs logs, the short group
+(prefork, four reserved per process) runs diagnostics. Node names end in
+``@%h``, so they are unique per host.
 """
 
 from __future__ import annotations
@@ -100,10 +101,12 @@ def test_jobs_run_on_the_worker_group_of_their_queue(chaos_groups):
     chaos = chaos_groups
     run = uuid.uuid4().hex[:4]
     io_platform, cpu_platform = group_platform(chaos, "io"), group_platform(chaos, "cpu")
+    short_platform = group_platform(chaos, "short")
     target = HttpTarget().start()
     try:
         io_node = start_node(io_platform, f"io-{run}").node
         cpu_node = start_node(cpu_platform, f"cpu-{run}").node
+        short_node = start_node(short_platform, f"short-{run}").node
         path = f"/hooks/ok/{run}"
         with httpx.Client(base_url=chaos.web_url, timeout=10) as api:
             expected: dict[str, str] = {}
@@ -113,7 +116,7 @@ def test_jobs_run_on_the_worker_group_of_their_queue(chaos_groups):
             for n in range(4):
                 lines = [f"2024-01-01T00:00:0{n}Z ERROR boom {n}", "INFO fine"]
                 expected[submit(api, "logs.summarize", {"lines": lines})["id"]] = cpu_node
-                expected[submit(api, "diagnostics.echo", {"data": n})["id"]] = cpu_node
+                expected[submit(api, "diagnostics.echo", {"data": n})["id"]] = short_node
             views = finished(api, list(expected), timeout=30)
         for job_id, node in expected.items():
             view = views[job_id]
@@ -124,30 +127,33 @@ def test_jobs_run_on_the_worker_group_of_their_queue(chaos_groups):
         target.stop()
         io_platform.stop_all()
         cpu_platform.stop_all()
+        short_platform.stop_all()
 
 
 def test_a_killed_nodes_jobs_are_finished_by_the_other_node_of_its_group(chaos_groups):
+    """The short group reserves four messages per process: the killed node's running
+    and reserved jobs all go to the other node, each job's effect happens once."""
     chaos = chaos_groups
     run = uuid.uuid4().hex[:4]
-    cpu = group_platform(chaos, "cpu")
+    short = group_platform(chaos, "short")
     try:
-        cpu_1 = start_node(cpu, f"cpu-1-{run}")
-        cpu_2 = start_node(cpu, f"cpu-2-{run}")
+        short_1 = start_node(short, f"short-1-{run}")
+        short_2 = start_node(short, f"short-2-{run}")
         submitter = Submitter(chaos.web_url, sleep_jobs(40, 0.5), spread_s=4)
         submitter.start()
         submitter.wait_until_fraction(0.5)
-        # Kill while every job cpu-1 runs is inside its 0.5 s sleep, never in the
+        # Kill while every job short-1 runs is inside its 0.5 s sleep, never in the
         # moment between claiming its effect and recording it, so that each
-        # in-flight job is rerun on cpu-2 at once (a claim left behind there
+        # in-flight job is rerun on short-2 at once (a claim left behind there
         # would hold its rerun back for one effect lease).
         in_flight = wait_until(
-            lambda: mid_sleep_on(chaos, list(submitter.accepted), cpu_1.node),
+            lambda: mid_sleep_on(chaos, list(submitter.accepted), short_1.node),
             20,
             0.01,
-            what=f"{cpu_1.node} to be in the middle of its jobs",
+            what=f"{short_1.node} to be in the middle of its jobs",
         )
-        cpu_1.signal_group(signal.SIGKILL)
-        cpu_1.popen.wait(10)
+        short_1.signal_group(signal.SIGKILL)
+        short_1.popen.wait(10)
         submitter.join(timeout=60)
         assert not submitter.is_alive() and not submitter.given_up
         ids = submitter.accepted
@@ -158,15 +164,15 @@ def test_a_killed_nodes_jobs_are_finished_by_the_other_node_of_its_group(chaos_g
         records = {i: job_record(chaos, i) for i in ids}
         for job_id in in_flight:
             record = records[job_id]
-            assert record["worker"] == cpu_2.node, (job_id, record)
+            assert record["worker"] == short_2.node, (job_id, record)
             assert int(record["attempts"]) >= 2, (job_id, record)
         workers = {r["worker"] for r in records.values()}
-        assert workers == {cpu_1.node, cpu_2.node}, workers
+        assert workers == {short_1.node, short_2.node}, workers
         effects = chaos.store.hmget(EFFECTS_KEY, ids)
         assert effects == [b"1"] * len(ids), dict(zip(ids, effects, strict=True))
-        assert cpu_2.alive()
+        assert short_2.alive()
     finally:
-        cpu.stop_all()
+        short.stop_all()
 
 
 def mid_sleep_on(chaos: ChaosPlatform, ids: list[str], node: str) -> list[str] | None:
