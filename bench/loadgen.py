@@ -1,4 +1,5 @@
-"""HTTP load: wrk with ``bench/submit.lua``, or a Python fallback when wrk is missing.
+"""HTTP load: wrk with ``bench/submit.lua`` (POST) or ``bench/get.lua`` (GET of ids),
+or a Python fallback when wrk is missing.
 
 wrk is the load generator of record: written in C, it leaves the CPU to the
 systems under test on a 2-core machine. Each run sends a fixed number of
@@ -19,6 +20,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ import httpx
 from bench.report import parse_wrk, percentile
 
 LUA_SCRIPT = Path(__file__).with_name("submit.lua")
+GET_SCRIPT = Path(__file__).with_name("get.lua")
 REQUEST_TIMEOUT_S = 10
 
 
@@ -51,20 +54,72 @@ def submit_load(
     concurrency: int,
     timeout_s: float,
     collect_ids: bool = False,
+    close: bool = False,
 ) -> dict[str, Any]:
     """POST ``body`` to ``url`` ``requests`` times from ``concurrency`` connections.
 
     Returns the figures of bench.report.parse_wrk plus ``ids`` (when asked),
     ``truncated`` (the phase hit ``timeout_s`` before sending everything) and
-    ``generator``.
+    ``generator``. ``close``: a new connection per request (``Connection: close``).
     """
     if wrk_path() is not None:
-        return _wrk(url, body, requests, concurrency, timeout_s, collect_ids)
-    return _python(url, body, requests, concurrency, timeout_s, collect_ids)
+        return _wrk(url, body, requests, concurrency, timeout_s, collect_ids, close)
+    return _python(url, body, requests, concurrency, timeout_s, collect_ids, close)
+
+
+def get_load(
+    base: str, prefix: str, ids: list[str], requests: int, concurrency: int, timeout_s: float
+) -> dict[str, Any]:
+    """GET ``base + prefix + id`` ``requests`` times, cycling through ``ids``.
+
+    With as many requests as ids, each id is read once. Same figures as
+    ``submit_load``.
+    """
+    if not ids:
+        raise ValueError("get_load needs at least one id")
+    if wrk_path() is None:
+        return _python_get(base + prefix, ids, requests, concurrency, timeout_s)
+    threads = 1 if concurrency == 1 else 2
+    with tempfile.TemporaryDirectory(prefix="taskplane-bench-") as scratch:
+        ids_path = Path(scratch) / "ids.txt"
+        ids_path.write_text("\n".join(ids) + "\n")
+        env = {
+            **os.environ,
+            "BENCH_IDS_IN": str(ids_path),
+            "BENCH_PREFIX": prefix,
+            "BENCH_REQUESTS": str(requests),
+            "BENCH_THREADS": str(threads),
+        }
+        argv = _wrk_argv(GET_SCRIPT, base + prefix + ids[0], threads, concurrency, timeout_s)
+        result = parse_wrk(_run_wrk(argv, env, threads if requests else 0, timeout_s))
+    result["truncated"] = bool(requests) and result["requests"] < requests
+    result["generator"] = "wrk"
+    return result
+
+
+def _wrk_argv(
+    script: Path, url: str, threads: int, concurrency: int, timeout_s: float
+) -> list[str]:
+    return [
+        str(wrk_path()),
+        "-t", str(threads),
+        "-c", str(concurrency),
+        "-d", f"{max(1, int(timeout_s))}s",
+        "--timeout", f"{REQUEST_TIMEOUT_S}s",
+        "--latency",
+        "-s", str(script),
+        url,
+    ]  # fmt: skip
 
 
 def _wrk(
-    url: str, body: str, requests: int, concurrency: int, timeout_s: float, collect_ids: bool
+    url: str,
+    body: str,
+    requests: int,
+    concurrency: int,
+    timeout_s: float,
+    collect_ids: bool,
+    close: bool = False,
 ) -> dict[str, Any]:
     threads = 1 if concurrency == 1 else 2
     with tempfile.TemporaryDirectory(prefix="taskplane-bench-") as scratch:
@@ -75,17 +130,9 @@ def _wrk(
             "BENCH_REQUESTS": str(requests),
             "BENCH_THREADS": str(threads),
             "BENCH_IDS": str(ids_path) if collect_ids else "",
+            "BENCH_CLOSE": "1" if close else "",
         }
-        argv = [
-            str(wrk_path()),
-            "-t", str(threads),
-            "-c", str(concurrency),
-            "-d", f"{max(1, int(timeout_s))}s",
-            "--timeout", f"{REQUEST_TIMEOUT_S}s",
-            "--latency",
-            "-s", str(LUA_SCRIPT),
-            url,
-        ]  # fmt: skip
+        argv = _wrk_argv(LUA_SCRIPT, url, threads, concurrency, timeout_s)
         output = _run_wrk(argv, env, threads if requests else 0, timeout_s)
         result = parse_wrk(output)
         if collect_ids:
@@ -138,8 +185,41 @@ def _run_wrk(argv: list[str], env: dict[str, str], threads: int, timeout_s: floa
 
 
 def _python(
-    url: str, body: str, requests: int, concurrency: int, timeout_s: float, collect_ids: bool
+    url: str,
+    body: str,
+    requests: int,
+    concurrency: int,
+    timeout_s: float,
+    collect_ids: bool,
+    close: bool = False,
 ) -> dict[str, Any]:
+    headers = {"Content-Type": "application/json"}
+    if close:
+        headers["Connection"] = "close"
+
+    def send(client: httpx.Client, _: int) -> httpx.Response:
+        return client.post(url, content=body, headers=headers)
+
+    return _python_load(send, requests, concurrency, timeout_s, collect_ids)
+
+
+def _python_get(
+    url_prefix: str, ids: list[str], requests: int, concurrency: int, timeout_s: float
+) -> dict[str, Any]:
+    def send(client: httpx.Client, ticket: int) -> httpx.Response:
+        return client.get(url_prefix + ids[ticket % len(ids)])
+
+    return _python_load(send, requests, concurrency, timeout_s, False)
+
+
+def _python_load(
+    send: Callable[[httpx.Client, int], httpx.Response],
+    requests: int,
+    concurrency: int,
+    timeout_s: float,
+    collect_ids: bool,
+) -> dict[str, Any]:
+    """``requests`` calls of ``send(client, ticket)`` from ``concurrency`` threads."""
     latencies: list[float] = []
     statuses: Counter[str] = Counter()
     ids: list[str] = []
@@ -147,14 +227,16 @@ def _python(
     tickets = itertools.count()  # next() is atomic under the GIL
     deadline = time.monotonic() + timeout_s
     lock = threading.Lock()
-    headers = {"Content-Type": "application/json"}
 
     def client_loop() -> None:
         with httpx.Client(timeout=REQUEST_TIMEOUT_S) as client:
-            while time.monotonic() < deadline and (not requests or next(tickets) < requests):
+            while time.monotonic() < deadline:
+                ticket = next(tickets)
+                if requests and ticket >= requests:
+                    return
                 started = time.perf_counter()
                 try:
-                    answer = client.post(url, content=body, headers=headers)
+                    answer = send(client, ticket)
                 except httpx.TimeoutException:
                     errors["timeout"] += 1
                     continue

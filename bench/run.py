@@ -1,28 +1,42 @@
-"""``make bench``: the ceiling, the baseline and Taskplane, measured in one run.
+"""``make bench``: the ceiling, two baselines and Taskplane, measured in one run.
 
-Usage: ``bench/run.sh [--quick] [--jobs N]`` (or BENCH_JOBS=N). Everything runs
-on the local RabbitMQ and Redis over loopback, each system in a vhost and a
-Redis database of its own, all removed at the end (also on error or Ctrl-C).
+Usage: ``bench/run.sh [--quick] [--jobs N] [--webhook-jobs W] [--backlog K]``
+(or BENCH_JOBS=N). Everything runs on the local RabbitMQ and Redis over
+loopback, each system in a vhost and a Redis database of its own, all removed
+at the end (also on error or Ctrl-C).
 
-The ceiling first; then both systems are started side by side and every
-phase takes turns between them (rounds A B, B A, ...), so a burst of load from
-elsewhere on the machine lands on both rather than skewing one ratio:
+The systems: the plain baseline (Flask + Celery with Celery's defaults,
+bench/baseline/app.py), the guarded baseline (the same, set up by a careful
+team for Taskplane's guarantees: late acks, confirms, a quorum queue, task
+events, bench/baseline/guarded.py) and Taskplane, whose workers run per
+worker group as its README says (``TASKPLANE_WORKER_GROUP=<group>``, the group
+its config gives the job's queue: today "short" for diagnostics, the no-op
+job and workflows, and "io" for webhooks; pool, concurrency and prefetch from
+its config; ``BENCH_TASKPLANE_WORKER_ARGS`` and ``BENCH_TASKPLANE_WORKERS``
+for experiments, see bench/systems.py).
 
-1. both webs up, 2 s of warm-up load each; then HTTP submit with wrk while no
-   worker runs, so the webs have the machine (queues purged between steps):
-   N requests each at concurrency 1 (-t1 -c1); Taskplane's
+The ceiling first (raw AMQP with pika); then the HTTP sink of the webhook job
+(bench/sink.py) is started and its own ceiling measured with wrk; then the
+three systems are started side by side and every phase takes turns between
+them (rounds A B C, C B A, ...), so a burst of load from elsewhere on the
+machine lands on all of them rather than skewing one ratio:
+
+1. the webs up, 2 s of warm-up load each; then HTTP submit of the no-op job
+   with wrk while no worker runs, so the webs have the machine (queues purged
+   between steps): N requests each at concurrency 1 (-t1 -c1); Taskplane's
    ``POST /jobs/batch`` (batches of 1,000 from two clients); N requests each
    at concurrency 16 (-t2 -c16), whose jobs stay queued. Rates are over the
    summed round times, percentiles from the merged wrk latency histograms.
-2. each worker started on its backlog of N jobs: the drain rate, from the
-   first to the last finish the worker recorded (the worker alone).
+2. each system's worker started on its backlog of N jobs: the drain rate, from
+   the first to the last finish the worker recorded (the worker alone).
 3. 50 single jobs each, one at a time, taking turns (the client polls Redis
    every millisecond; Taskplane's records also give started - created).
 4. end to end: wrk -t2 -c16 submits N jobs per system (in rounds), logging
    the ids it got back; each round runs from its first submit to the last
    finish the worker recorded (Taskplane's ``finished_at``, Celery's
    ``date_done``), web and worker sharing the machine.
-5. RSS of the largest gunicorn worker and of the largest pool child.
+5. RSS of the largest gunicorn worker and of the largest pool child (a threads
+   pool has no children: then the worker process, labelled as such).
 6. workflows on Taskplane's same worker: a 1 -> 100 -> 1 workflow (an echo of
    100 numbers, 100 echo steps mapped over them, a sum as the fan-in) started
    in-process with ``tasks.core.workflows.start``, timed from ``start()`` to
@@ -30,6 +44,20 @@ elsewhere on the machine lands on both rather than skewing one ratio:
    102 plain echo jobs, submitted as one batch through the submission core,
    first submit to last finish. 5 rounds (3 with --quick), one workflow at a
    time, workflow and plain taking turns (W P, P W, ...).
+7. the webhook job (one POST of a small JSON body to the sink: Taskplane's
+   ``webhook.deliver`` on its io group, the baselines' task posting with a
+   pooled ``httpx.Client`` per worker process), W jobs per system (N/5 by
+   default): the no-op workers stopped, W submits at c16 kept queued, each
+   system's webhook worker started on them (drain, as in 2), then end to end
+   at c16 (as in 4), then the webhook workers' RSS; the sink's request count
+   is checked against the jobs.
+8. backlog growth, Taskplane only (bench/backlog.py): submit c16 and
+   ``GET /jobs/<id>`` c16 over N jobs with no worker running, then the drain
+   rate over N; with an empty queue, with K jobs waiting in the same queue
+   (100,000; 10,000 with --quick; filled through the batch endpoint; the
+   drain over the first N finishes of the backlog), and empty again, the two
+   empty rounds merged. Memory per job on the way: Redis per queued and per
+   finished job record, RabbitMQ's quorum queue and node per waiting message.
 
 Results: the table on stdout, bench/out/results.json and bench/out/bench.png.
 """
@@ -38,140 +66,73 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform as py_platform
+import re
 import shutil
 import signal
 import sys
-import tempfile
-import threading
 import time
 import traceback
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import httpx
-import pika
 import redis
 
+from bench import backlog as backlog_growth
 from bench import ceiling, loadgen
-from bench.report import (
-    evaluate_targets,
-    format_table,
-    merge_runs,
-    percentile,
-    rate,
-    summarize_ms,
+from bench.harness import (
+    BATCH_SIZE,
+    JSON_HEADERS,
+    BenchTimeout,
+    Recorder,
+    Services,
+    Stack,
+    alternate,
+    batch_phase,
+    drain_each,
+    e2e_phase,
+    log,
+    round_shares,
+    submit_rounds,
+    wait_done,
 )
-from bench.systems import Baseline, System, Taskplane, children_rss, wait_for_web_workers
-from tests.services import ROOT, RabbitMQ, RedisServer
+from bench.report import evaluate_targets, format_table, rate, summarize_ms
+from bench.systems import (
+    NOOP,
+    WEBHOOK,
+    Baseline,
+    Guarded,
+    System,
+    Taskplane,
+    children_rss,
+    wait_for_web_workers,
+    worker_args,
+    worker_count,
+    workers_rss,
+)
+from tests.services import ROOT, VENV_BIN, Process, free_port, wait_until
 
 OUT = ROOT / "bench" / "out"
 JOB = {"type": "diagnostics.echo", "payload": {}}
-JOB_BODY = json.dumps(JOB)
-JSON_HEADERS = {"Content-Type": "application/json"}
+WEBHOOK_BODY = {"event": "job.finished", "job": 42, "tags": ["bench"], "ok": True}
 WINDOW = 1000  # outstanding confirms in the ceiling's windowed publisher
 PREFETCH = 100  # the ceiling consumer's prefetch
-BATCH_SIZE = 1000
 IDLE_SAMPLES = 50
 IDLE_GAP_S = 0.05  # pause between idle samples, so each one meets an idle system
 POLL_S = 0.001  # how often the idle phase polls Redis
 WARMUP_S = 2
+WEBHOOK_WARMUP = 20  # webhook submits in the warm-up
+NO_SINK = "http://127.0.0.1:9"  # the webhook URL when the sink did not start (no webhook phase)
 WORKFLOW_FAN = 100  # the workflow phase: 1 -> WORKFLOW_FAN -> 1
 WORKFLOW_STEPS = WORKFLOW_FAN + 2
 WORKFLOW_ROUNDS = 5  # 3 with --quick
-
-
-class BenchTimeout(BaseException):
-    """The whole run exceeded its time budget (BaseException: no phase swallows it)."""
-
-
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-# -- services: vhosts and Redis databases of our own ---------------------------------
-
-
-class Services:
-    """Every vhost, Redis database and scratch directory this run made, for cleanup."""
-
-    def __init__(self) -> None:
-        self.rabbitmq = RabbitMQ()
-        self.redis_server = RedisServer()
-        self.vhosts: list[str] = []
-        self.databases: list[str] = []
-        self.scratch: list[str] = []
-        self.systems: list[System] = []
-        self.run_id = uuid.uuid4().hex[:6]
-
-    def vhost(self, role: str, queue_type: str = "quorum") -> tuple[str, str]:
-        name = f"taskplane-bench-{role}-{self.run_id}"
-        self.vhosts.append(name)
-        if queue_type == "quorum":
-            return name, self.rabbitmq.create_vhost(name)
-        # The baseline keeps RabbitMQ's (and Celery's) default: classic queues.
-        user = self.rabbitmq.parts.username or "guest"
-        with self.rabbitmq.management as api:
-            api.put(f"/vhosts/{quote(name, safe='')}", json={"default_queue_type": queue_type})
-            api.put(
-                f"/permissions/{quote(name, safe='')}/{quote(user, safe='')}",
-                json={"configure": ".*", "write": ".*", "read": ".*"},
-            ).raise_for_status()
-        return name, self.rabbitmq.url_for_vhost(name)
-
-    def drop_vhost(self, name: str) -> None:
-        self.rabbitmq.delete_vhost(name)
-        if name in self.vhosts:
-            self.vhosts.remove(name)
-
-    def database(self) -> str:
-        _, url = self.redis_server.claim_database(owner=f"taskplane-bench-{os.getpid()}")
-        self.databases.append(url)
-        return url
-
-    def scratch_dir(self, prefix: str) -> str:
-        path = tempfile.mkdtemp(prefix=prefix)
-        self.scratch.append(path)
-        return path
-
-    def purge(self, vhost: str, broker_url: str) -> int:
-        """Drop every message in every queue of ``vhost``; returns how many."""
-        with self.rabbitmq.management as api:
-            names = [q["name"] for q in api.get(f"/queues/{quote(vhost, safe='')}").json()]
-        connection = pika.BlockingConnection(pika.URLParameters(broker_url))
-        try:
-            channel = connection.channel()
-            return sum(channel.queue_purge(name).method.message_count for name in names)
-        finally:
-            connection.close()
-
-    def cleanup(self) -> None:
-        for system in self.systems:
-            _quietly(system.stop)
-        for name in list(self.vhosts):
-            _quietly(lambda n=name: self.drop_vhost(n))
-        for url in self.databases:
-            _quietly(lambda u=url: self.redis_server.release_database(u))
-        for path in self.scratch:
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def _quietly(action: Callable[[], object]) -> None:
-    try:
-        action()
-    except Exception as exc:  # noqa: BLE001 - cleanup goes on whatever one step did
-        log(f"cleanup: {exc}")
-
-
-# -- the machine ----------------------------------------------------------------
+SYSTEMS: tuple[type[System], ...] = (Baseline, Guarded, Taskplane)
+QUEUE_TYPES = {"baseline": "classic", "guarded": "quorum", "taskplane": "quorum"}
+_BANNER = re.compile(r"concurrency:\s*(.+?)\s*$", re.MULTILINE)
 
 
 def machine_info(services: Services) -> dict[str, Any]:
@@ -232,180 +193,63 @@ def run_ceiling(services: Services, jobs: int, timeout_s: float) -> dict[str, An
     return result
 
 
-def warm_up(base: str) -> None:
-    loadgen.submit_load(base + "/jobs", JOB_BODY, 0, 16, WARMUP_S)
+def warm_up(stack: Stack, recorder: Recorder) -> None:
+    """WARMUP_S of no-op submits and a few webhook submits (the first use of a queue),
+    purged before anything is measured; a refused warm-up request is a warning."""
+    path, body = stack.requests[NOOP]
+    recorder.check(
+        f"{stack.name} warm-up", loadgen.submit_load(stack.base + path, body, 0, 16, WARMUP_S)
+    )
+    path, body = stack.requests[WEBHOOK]
+    recorder.check(
+        f"{stack.name} webhook warm-up",
+        loadgen.submit_load(stack.base + path, body, WEBHOOK_WARMUP, 4, 30),
+    )
 
 
-def round_shares(jobs: int) -> list[int]:
-    """N split into 2 to 5 rounds (about 1,000 each at N=5,000)."""
-    rounds = min(5, max(2, jobs // 1000))
-    return [jobs // rounds + (1 if i < jobs % rounds else 0) for i in range(rounds)]
+# -- the webhook job's HTTP sink ------------------------------------------------------
 
 
-@dataclass
-class Stack:
-    """A system under test with its vhost, its URL and the figures measured so far."""
+def start_sink(services: Services) -> str:
+    """bench/sink.py in a process of its own; its base URL once it answers."""
+    port = free_port()
+    argv = [str(VENV_BIN / "python"), "-m", "bench.sink", "--port", str(port)]
+    process = Process("sink", argv, {**os.environ, "PYTHONUNBUFFERED": "1"}, OUT / "logs")
+    services.processes.append(process)
+    base = f"http://127.0.0.1:{port}"
 
-    system: System
-    vhost: str
-    broker_url: str
-    base: str = ""
-    figures: dict[str, Any] = field(default_factory=dict)
-    backlog: list[str] = field(default_factory=list)  # ids queued before its worker starts
+    def answers() -> bool:
+        if not process.alive():
+            raise RuntimeError(f"the sink exited early:\n{process.log_tail()}")
+        return httpx.get(base + "/count", timeout=1).status_code == 200
 
-    @property
-    def name(self) -> str:
-        return self.system.name
-
-
-def alternate(stacks: list[Stack], rounds: int) -> Iterator[tuple[int, Stack]]:
-    """(round, stack) with the order flipped every round: A B, B A, A B..."""
-    for index in range(rounds):
-        for stack in stacks if index % 2 == 0 else stacks[::-1]:
-            yield index, stack
+    wait_until(answers, 30, what="the HTTP sink to answer")
+    return base
 
 
-class PhaseIncomplete(Exception):
-    def __init__(self, message: str, partial: dict[str, Any]):
-        super().__init__(message)
-        self.partial = partial
+def sink_count(base: str) -> int:
+    """POSTs the sink answered so far (its own count)."""
+    return int(httpx.get(base + "/count", timeout=5).json()["requests"])
 
 
-class Recorder:
-    """Errors (a phase failed) and warnings (it ran, but not cleanly) of the run."""
-
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-        self.warnings: list[str] = []
-
-    def attempt(self, where: str, action: Callable[[], Any]) -> Any:
-        """``action()``, or None after recording why it failed."""
-        try:
-            return action()
-        except PhaseIncomplete as exc:
-            self.errors.append(f"{where}: {exc}")
-            log(f"{where}: FAILED: {exc}")
-            return exc.partial
-        except Exception as exc:  # noqa: BLE001 - report it, measure the rest
-            self.errors.append(f"{where}: {type(exc).__name__}: {exc}")
-            log(f"{where}: FAILED: {exc}\n{traceback.format_exc()}")
-            return None
-
-    def check(self, where: str, result: dict[str, Any]) -> None:
-        for problem in _load_problems(result):
-            self.warnings.append(f"{where}: {problem}")
-            log(f"WARNING {where}: {problem}")
-
-
-def _load_problems(result: dict[str, Any]) -> list[str]:
-    """What went wrong in a load run: non-2xx answers, socket errors, a cut-short run."""
-    problems = []
-    if result.get("non_2xx"):
-        problems.append(f"{result['non_2xx']} non-2xx answers {result.get('statuses', {})}")
-    if any((result.get("socket_errors") or {}).values()):
-        problems.append(f"socket errors {result['socket_errors']}")
-    if result.get("truncated"):
-        problems.append(f"only {result['requests']} requests before the phase timeout")
-    if result.get("failures"):
-        problems.append(f"{len(result['failures'])} batches refused, e.g. {result['failures'][0]}")
-    return problems
-
-
-def submit_rounds(
-    stacks: list[Stack],
-    shares: list[int],
-    concurrency: int,
-    timeout_s: float,
-    recorder: Recorder,
-    keep_ids: bool = False,
-) -> None:
-    """N submits per system at ``concurrency``, in alternating rounds, merged per system."""
-    key = f"submit_c{concurrency}"
-    runs: dict[str, list[dict[str, Any]]] = {stack.name: [] for stack in stacks}
-    for index, stack in alternate(stacks, len(shares)):
-        run = recorder.attempt(
-            f"{stack.name} {key} round {index + 1}",
-            partial(
-                loadgen.submit_load,
-                stack.base + "/jobs",
-                JOB_BODY,
-                shares[index],
-                concurrency,
-                timeout_s,
-                collect_ids=keep_ids,
-            ),
-        )
-        if run is not None:
-            stack.backlog += run.pop("ids", [])
-            runs[stack.name].append(run)
-    for stack in stacks:
-        if runs[stack.name]:
-            merged = merge_runs(runs[stack.name])
-            stack.figures[key] = merged
-            recorder.check(f"{stack.name} {key}", merged)
-
-
-def batch_phase(base: str, jobs: int, timeout_s: float) -> dict[str, Any]:
-    """POST /jobs/batch with BATCH_SIZE jobs per request from two clients."""
-    body = json.dumps({"jobs": [JOB] * BATCH_SIZE})
-    url = base + "/jobs/batch"
-    with httpx.Client(timeout=30) as client:
-        probe = client.post(url, content=body, headers=JSON_HEADERS)  # also the warm-up
-    if probe.status_code in (404, 405):
-        log("batch: not available")
-        return {"available": False, "status": probe.status_code}
-    if probe.status_code != 202 or len(probe.json().get("jobs", [])) != BATCH_SIZE:
-        raise RuntimeError(f"POST /jobs/batch answered {probe.status_code}: {probe.text[:300]}")
-    batches = max(1, math.ceil(jobs / BATCH_SIZE))
-    tickets = iter(range(batches))
-    lock = threading.Lock()
-    latencies: list[float] = []
-    accepted = [0]
-    failures: list[str] = []
-    deadline = time.monotonic() + timeout_s
-
-    def client_loop() -> None:
-        with httpx.Client(timeout=30) as client:
-            while time.monotonic() < deadline:
-                with lock:
-                    if next(tickets, None) is None:
-                        return
-                started = time.perf_counter()
-                answer = client.post(url, content=body, headers=JSON_HEADERS)
-                elapsed = (time.perf_counter() - started) * 1000.0
-                with lock:
-                    latencies.append(elapsed)
-                    if answer.status_code == 202:
-                        accepted[0] += len(answer.json()["jobs"])
-                    else:
-                        failures.append(f"{answer.status_code} {answer.text[:120]}")
-
-    threads = [threading.Thread(target=client_loop, daemon=True) for _ in range(2)]
-    began = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout_s + 30)
-    seconds = time.perf_counter() - began
-    result = {
-        "available": True,
-        "jobs": accepted[0],
-        "batch_size": BATCH_SIZE,
-        "batches": len(latencies),
-        "seconds": seconds,
-        "per_s": rate(accepted[0], seconds),
-        "p50_ms": percentile(latencies, 50),
-        "p99_ms": percentile(latencies, 99),
-    }
-    if failures:
-        result["failures"] = [f.strip() for f in failures]
-    return result
+def sink_ceiling(base: str, jobs: int, timeout_s: float, recorder: Recorder) -> dict[str, Any]:
+    """What the sink takes at c16 from wrk: keep-alive, and a new connection per request
+    (as each webhook job's ``httpx.post`` opens one)."""
+    body = json.dumps(WEBHOOK_BODY)
+    figures = {}
+    for key, close in (("keepalive_c16", False), ("close_c16", True)):
+        run = loadgen.submit_load(base + "/hook", body, jobs, 16, timeout_s, close=close)
+        run.pop("histogram_us", None)
+        recorder.check(f"sink {key}", run)
+        figures[key] = run
+    return figures
 
 
 def _one_idle_job(stack: Stack, client: httpx.Client, deadline: float) -> tuple[float, str]:
     """Submit one job and poll Redis until it is done; (submit -> done in ms, job id)."""
+    path, body = stack.requests[NOOP]
     began = time.perf_counter()
-    answer = client.post("/jobs", content=JOB_BODY, headers=JSON_HEADERS)
+    answer = client.post(path, content=body, headers=JSON_HEADERS)
     if answer.status_code != 202:
         raise RuntimeError(f"submit answered {answer.status_code}: {answer.text[:200]}")
     job_id = answer.json()["id"]
@@ -455,93 +299,6 @@ def idle_phase(stacks: list[Stack], timeout_s: float, recorder: Recorder) -> Non
             if started_ms[stack.name]:
                 figures["started_minus_created"] = summarize_ms(started_ms[stack.name])
             stack.figures["idle"] = figures
-
-
-def wait_done(system: System, ids: list[str], timeout_s: float) -> tuple[int, int, int]:
-    """Poll Redis (pipelined) until every job is done; (succeeded, failed, unfinished)."""
-    remaining = set(ids)
-    succeeded = failed = 0
-    deadline = time.monotonic() + timeout_s
-    while remaining and time.monotonic() < deadline:
-        finished = system.done(list(remaining))
-        remaining.difference_update(finished)
-        succeeded += sum(1 for ok in finished.values() if ok)
-        failed += sum(1 for ok in finished.values() if not ok)
-        if remaining:
-            time.sleep(0.2)
-    return succeeded, failed, len(remaining)
-
-
-def drain_phase(system: System, ids: list[str], timeout_s: float) -> dict[str, Any]:
-    """The worker alone on a backlog: jobs finished per second, first to last finish."""
-    succeeded, failed, unfinished = wait_done(system, ids, timeout_s)
-    times = sorted(system.finish_times(ids))
-    seconds = times[-1] - times[0] if len(times) > 1 else 0.0
-    result = {
-        "jobs": len(ids),
-        "succeeded": succeeded,
-        "failed": failed,
-        "unfinished": unfinished,
-        "seconds": seconds,
-        "per_s": rate(len(times) - 1, seconds),
-    }
-    if unfinished:
-        raise PhaseIncomplete(f"{unfinished} of {len(ids)} jobs not finished", result)
-    return result
-
-
-def e2e_round(stack: Stack, jobs: int, timeout_s: float) -> dict[str, Any]:
-    """``jobs`` submitted at c16 while the worker runs; first submit to last finish."""
-    began = time.time()
-    load = loadgen.submit_load(
-        stack.base + "/jobs", JOB_BODY, jobs, 16, timeout_s, collect_ids=True
-    )
-    ids = load.pop("ids")
-    succeeded, failed, unfinished = wait_done(stack.system, ids, timeout_s)
-    seen = time.time()
-    finish_times = stack.system.finish_times(ids)
-    result = {
-        "jobs": len(ids),
-        "succeeded": succeeded,
-        "failed": failed,
-        "unfinished": unfinished,
-        "seconds": (max(finish_times) if finish_times else seen) - began,
-        "client_seconds": seen - began,
-        "submit": load,
-    }
-    if unfinished:
-        raise PhaseIncomplete(f"{unfinished} of {len(ids)} jobs not finished", result)
-    return result
-
-
-def e2e_phase(stacks: list[Stack], shares: list[int], timeout_s: float, recorder: Recorder) -> None:
-    """End to end in alternating rounds; jobs/s over the summed round times."""
-    rounds: dict[str, list[dict[str, Any]]] = {stack.name: [] for stack in stacks}
-    for index, stack in alternate(stacks, len(shares)):
-        outcome = recorder.attempt(
-            f"{stack.name} e2e round {index + 1}",
-            partial(e2e_round, stack, shares[index], timeout_s),
-        )
-        if outcome is not None:
-            rounds[stack.name].append(outcome)
-    for stack in stacks:
-        done = rounds[stack.name]
-        if not done:
-            continue
-        finished = sum(r["succeeded"] + r["failed"] for r in done)
-        seconds = sum(r["seconds"] for r in done)
-        submit = merge_runs([r["submit"] for r in done])
-        stack.figures["e2e"] = {
-            "jobs": sum(r["jobs"] for r in done),
-            "succeeded": sum(r["succeeded"] for r in done),
-            "failed": sum(r["failed"] for r in done),
-            "unfinished": sum(r["unfinished"] for r in done),
-            "seconds": seconds,
-            "per_s": rate(finished, seconds),
-            "per_s_each": [rate(r["succeeded"] + r["failed"], r["seconds"]) for r in done],
-            "submit": {k: v for k, v in submit.items() if k != "histogram_us"},
-        }
-        recorder.check(f"{stack.name} e2e submit", submit)
 
 
 def workflow_body(fan: int = WORKFLOW_FAN) -> dict[str, Any]:
@@ -639,25 +396,14 @@ def workflow_phase(stack: Stack, rounds: int, timeout_s: float, recorder: Record
     }
 
 
-def run_systems(
-    services: Services,
-    jobs: int,
-    timeouts: dict[str, float],
-    recorder: Recorder,
-    results: dict[str, Any],
-    workflow_rounds: int = WORKFLOW_ROUNDS,
-) -> None:
-    """The baseline and Taskplane side by side, phase by phase, taking turns.
+# -- the systems, phase by phase ---------------------------------------------------------
 
-    Both webs are up from the start, so each phase can alternate between the
-    systems (A B, B A, ...) and a burst of load from elsewhere on the machine
-    hits both rather than one. A failing step is recorded; the rest goes on.
-    Figures land in ``results[<system>]`` as they are measured.
-    """
+
+def start_stacks(services: Services, sink_base: str, results: dict[str, Any]) -> list[Stack]:
+    """Every system's web up (its workers come later), each in its vhost and database."""
     stacks: list[Stack] = []
-    for system_class in (Baseline, Taskplane):
-        queue_type = "classic" if system_class is Baseline else "quorum"
-        vhost, broker_url = services.vhost(system_class.name, queue_type)
+    for system_class in SYSTEMS:
+        vhost, broker_url = services.vhost(system_class.name, QUEUE_TYPES[system_class.name])
         system = system_class(
             broker_url,
             services.database(),
@@ -666,65 +412,178 @@ def run_systems(
         )
         services.systems.append(system)
         stack = Stack(system, vhost, broker_url)
+        stack.requests = {
+            NOOP: system.noop_request(),
+            WEBHOOK: system.webhook_request(sink_base + "/hook", WEBHOOK_BODY),
+        }
         results[stack.name] = stack.figures
         log(f"{stack.name}: starting the web")
         stack.base = system.start_web()
         wait_for_web_workers(system.web, int(system.platform.env["WEB_CONCURRENCY"]))
         stacks.append(stack)
+    return stacks
 
-    def purge() -> None:
-        counts = {s.name: services.purge(s.vhost, s.broker_url) for s in stacks}
-        log(f"purged {counts}")
 
+def purge_all(services: Services, stacks: list[Stack]) -> None:
+    counts = {s.name: services.purge(s.vhost, s.broker_url) for s in stacks}
+    log(f"purged {counts}")
+
+
+def banner(process: Process) -> str | None:
+    """The pool a Celery worker says it runs, from its start-up banner: "2 (prefork)"."""
+    match = _BANNER.search(process.log_path.read_text(errors="replace"))
+    return match.group(1) if match else None
+
+
+def record_banners(stack: Stack, kind: str) -> None:
+    """Taskplane's workers: what pool and concurrency its group config gave them."""
+    if isinstance(stack.system, Taskplane) and stack.system.workers.get(kind):
+        said = {banner(p) for p in stack.system.workers[kind]}
+        stack.figures.setdefault("workers", {})[kind] = ", ".join(sorted(s or "?" for s in said))
+
+
+def rss_figures(system: System, kind: str) -> dict[str, Any]:
+    web = children_rss(system.web)
+    return {"web": web["max"], "web_each": web["each"], **workers_rss(system.workers.get(kind, []))}
+
+
+def noop_phases(
+    services: Services,
+    stacks: list[Stack],
+    jobs: int,
+    timeouts: dict[str, float],
+    recorder: Recorder,
+) -> None:
+    """Phases 1-5 with the no-op job: submit c1, batch, submit c16, drain, idle, end to end,
+    RSS. The no-op workers are left running."""
     for stack in stacks:
-        warm_up(stack.base)
-    purge()
+        recorder.attempt(f"{stack.name} warm-up", partial(warm_up, stack, recorder))
+    purge_all(services, stacks)
     shares = round_shares(jobs)
     log(f"submit: {jobs} requests each at concurrency 1, in {len(shares)} alternating rounds")
     submit_rounds(stacks, shares, 1, timeouts["submit"], recorder)
-    purge()
+    purge_all(services, stacks)
     for stack in stacks:
         if isinstance(stack.system, Taskplane):
             batch_jobs = max(2 * jobs, 4 * BATCH_SIZE)
             log(f"{stack.name}: batch submit, {batch_jobs} jobs in batches of {BATCH_SIZE}")
             batch = recorder.attempt(
-                f"{stack.name} batch", partial(batch_phase, stack.base, batch_jobs, 60)
+                f"{stack.name} batch", partial(batch_phase, stack.base, JOB, batch_jobs, 60)
             )
             if batch is not None:
                 stack.figures["batch"] = batch
                 recorder.check(f"{stack.name} batch", batch)
-    purge()
+    purge_all(services, stacks)
     log(f"submit: {jobs} requests each at concurrency 16 (their jobs stay queued)")
-    submit_rounds(stacks, shares, 16, timeouts["submit"], recorder, keep_ids=True)
     for stack in stacks:
-        log(f"{stack.name}: starting the worker on a backlog of {len(stack.backlog)} jobs")
-        if recorder.attempt(f"{stack.name} worker", stack.system.start_worker) is None:
-            continue
-        drain = recorder.attempt(
-            f"{stack.name} drain",
-            partial(drain_phase, stack.system, stack.backlog, timeouts["e2e"]),
-        )
-        if drain is not None:
-            stack.figures["drain"] = drain
+        stack.backlog = []
+    submit_rounds(stacks, shares, 16, timeouts["submit"], recorder, keep_ids=True)
+    drain_each(stacks, NOOP, timeouts["e2e"], recorder)
+    for stack in stacks:
+        record_banners(stack, NOOP)
     log(f"idle latency: {IDLE_SAMPLES} jobs each, one at a time, taking turns")
     idle_phase(stacks, timeouts["idle"], recorder)
     log(f"end to end: {jobs} jobs each at concurrency 16, in {len(shares)} alternating rounds")
     e2e_phase(stacks, shares, timeouts["e2e"], recorder)
     for stack in stacks:
-        web, pool = children_rss(stack.system.web), children_rss(stack.system.worker)
-        stack.figures["rss_mb"] = {
-            "web": web["max"],
-            "worker_child": pool["max"],
-            "web_each": web["each"],
-            "worker_children_each": pool["each"],
-        }
-    for stack in stacks:  # after the RSS, so the figures above are as before
-        if isinstance(stack.system, Taskplane) and stack.system.worker is not None:
-            log(
-                f"{stack.name}: workflows 1 -> {WORKFLOW_FAN} -> 1 beside as many plain jobs, "
-                f"{workflow_rounds} rounds each, taking turns"
-            )
-            workflow_phase(stack, workflow_rounds, timeouts["workflow"], recorder)
+        stack.figures["rss_mb"] = rss_figures(stack.system, NOOP)
+
+
+def webhook_phases(
+    services: Services,
+    stacks: list[Stack],
+    jobs: int,
+    timeouts: dict[str, float],
+    recorder: Recorder,
+    sink: dict[str, Any],
+) -> None:
+    """Phase 7: the webhook job, drain and end to end, on each system's webhook workers."""
+    for stack in stacks:
+        stack.system.stop_workers(NOOP)
+        stack.backlog = []
+    purge_all(services, stacks)
+    before = sink_count(sink["base"])
+    shares = round_shares(jobs)
+    log(f"webhook: {jobs} submits each at concurrency 16 (kept queued, no worker running)")
+    submit_rounds(stacks, shares, 16, timeouts["submit"], recorder, keep_ids=True, kind=WEBHOOK)
+    drain_each(stacks, WEBHOOK, timeouts["webhook"], recorder)
+    for stack in stacks:
+        record_banners(stack, WEBHOOK)
+    log(f"webhook end to end: {jobs} jobs each at concurrency 16, in {len(shares)} rounds")
+    e2e_phase(stacks, shares, timeouts["webhook"], recorder, kind=WEBHOOK)
+    for stack in stacks:
+        stack.section(WEBHOOK)["rss_mb"] = workers_rss(stack.system.workers.get(WEBHOOK, []))
+        stack.system.stop_workers(WEBHOOK)
+    finished = sum(
+        (stack.section(WEBHOOK).get(step) or {}).get(key, 0)
+        for stack in stacks
+        for step in ("drain", "e2e")
+        for key in ("succeeded", "failed")
+    )
+    sink["job_requests"] = sink_count(sink["base"]) - before
+    sink["jobs_finished"] = finished
+    if sink["job_requests"] < finished:
+        recorder.warn("sink", f"{sink['job_requests']} POSTs for {finished} finished webhook jobs")
+
+
+def run_systems(
+    services: Services,
+    options: argparse.Namespace,
+    timeouts: dict[str, float],
+    recorder: Recorder,
+    results: dict[str, Any],
+) -> None:
+    """The baselines and Taskplane side by side, phase by phase, taking turns.
+
+    All webs are up from the start, so each phase can alternate between the
+    systems (A B C, C B A, ...) and a burst of load from elsewhere on the
+    machine hits all of them rather than one. A failing step is recorded; the
+    rest goes on. Figures land in ``results[<system>]`` as they are measured.
+    """
+    log("sink: starting the webhook job's HTTP sink and measuring its ceiling")
+    sink: dict[str, Any] = {"base": recorder.attempt("sink", partial(start_sink, services))}
+    results["sink"] = sink
+    if sink["base"]:
+        sink["ceiling"] = recorder.attempt(
+            "sink ceiling",
+            partial(sink_ceiling, sink["base"], options.jobs, timeouts["submit"], recorder),
+        )
+    stacks = start_stacks(services, sink["base"] or NO_SINK, results)
+    taskplane = next(s for s in stacks if isinstance(s.system, Taskplane))
+    assert isinstance(taskplane.system, Taskplane)
+    results["settings"]["taskplane_worker_groups"] = dict(
+        taskplane.system.app.conf.taskplane_worker_groups
+    )
+    results["settings"]["taskplane_groups"] = {
+        kind: taskplane.system.group(kind) for kind in (NOOP, WEBHOOK)
+    }
+    noop_phases(services, stacks, options.jobs, timeouts, recorder)
+    if taskplane.system.workers.get(NOOP):
+        log(
+            f"{taskplane.name}: workflows 1 -> {WORKFLOW_FAN} -> 1 beside as many plain jobs, "
+            f"{options.workflow_rounds} rounds each, taking turns"
+        )
+        workflow_phase(taskplane, options.workflow_rounds, timeouts["workflow"], recorder)
+    if sink["base"]:
+        recorder.attempt(
+            "webhook",
+            partial(
+                webhook_phases, services, stacks, options.webhook_jobs, timeouts, recorder, sink
+            ),
+        )
+    log(f"backlog growth: Taskplane with an empty queue, then {options.backlog:,} jobs waiting")
+    recorder.attempt(
+        "taskplane backlog",
+        partial(
+            backlog_growth.backlog_phase,
+            services,
+            taskplane,
+            options.jobs,
+            options.backlog,
+            timeouts,
+            recorder,
+        ),
+    )
     log("stopping")
     for stack in stacks:
         stack.system.stop()
@@ -747,27 +606,69 @@ def write_outputs(results: dict[str, Any]) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench/run.sh", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: N=500")
+    parser.add_argument("--quick", action="store_true", help="smoke run: N=500, K=10,000")
     parser.add_argument("--jobs", type=int, default=None, help="N (default BENCH_JOBS or 5000)")
+    parser.add_argument(
+        "--webhook-jobs", type=int, default=None, help="W, webhook jobs per phase (default N/5)"
+    )
+    parser.add_argument(
+        "--backlog", type=int, default=None, help="K, jobs waiting (100,000; 10,000 with --quick)"
+    )
     args = parser.parse_args(argv)
     if args.jobs is None:
         args.jobs = 500 if args.quick else int(os.environ.get("BENCH_JOBS", "5000"))
     if args.jobs < 50:
         parser.error("--jobs must be at least 50")
+    if args.webhook_jobs is None:
+        args.webhook_jobs = max(50, args.jobs // 5)
+    if args.webhook_jobs < 20:
+        parser.error("--webhook-jobs must be at least 20")
+    if args.backlog is None:
+        args.backlog = backlog_growth.QUICK_BACKLOG if args.quick else backlog_growth.BACKLOG
+    if args.backlog < 2 * BATCH_SIZE or args.backlog < args.jobs + 2 * BATCH_SIZE:
+        parser.error(f"--backlog must be at least N + {2 * BATCH_SIZE} (and {2 * BATCH_SIZE})")
+    args.workflow_rounds = 3 if args.quick else WORKFLOW_ROUNDS
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    jobs = args.jobs
-    budget = int(os.environ.get("BENCH_TIMEOUT_S", 300 + jobs * 0.12))
+def time_limits(args: argparse.Namespace) -> tuple[int, dict[str, float]]:
+    """The whole run's budget (BENCH_TIMEOUT_S overrides it) and each phase's bound."""
+    jobs, webhooks, backlog = args.jobs, args.webhook_jobs, args.backlog
+    default = 300 + jobs * 0.12 + webhooks * 0.6 + backlog * 0.003
+    budget = int(os.environ.get("BENCH_TIMEOUT_S", default))
     timeouts = {
         "submit": 30 + jobs / 50,  # at least ~50 req/s, or the phase stops
         "idle": 60,
         "e2e": 60 + jobs / 25,
         "ceiling": 30 + jobs / 100,
         "workflow": 30,  # per workflow (or plain round) of 102 steps
+        "webhook": 60 + webhooks / 5,  # webhook drain and end to end
+        "fill": 60 + backlog / 500,  # the backlog, through POST /jobs/batch
     }
+    return budget, timeouts
+
+
+def settings_of(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "jobs": args.jobs,
+        "quick": args.quick,
+        "window": WINDOW,
+        "prefetch": PREFETCH,
+        "batch_size": BATCH_SIZE,
+        "idle_samples": IDLE_SAMPLES,
+        "workflow_fan": WORKFLOW_FAN,
+        "workflow_rounds": args.workflow_rounds,
+        "webhook_jobs": args.webhook_jobs,
+        "webhook_body": WEBHOOK_BODY,
+        "backlog": args.backlog,
+        "taskplane_workers": worker_count(),  # BENCH_TASKPLANE_WORKERS
+        "taskplane_worker_args": worker_args(),  # BENCH_TASKPLANE_WORKER_ARGS
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    budget, timeouts = time_limits(args)
     if loadgen.wrk_path() is None:
         log(
             "WARNING: wrk not found; using the Python load generator (it takes CPU from the "
@@ -785,27 +686,20 @@ def main(argv: list[str] | None = None) -> int:
     signal.alarm(budget)
     shutil.rmtree(OUT / "logs", ignore_errors=True)
     (OUT / "logs").mkdir(parents=True, exist_ok=True)
-    workflow_rounds = 3 if args.quick else WORKFLOW_ROUNDS
     services = Services()
     started = time.monotonic()
-    results: dict[str, Any] = {
-        "settings": {"jobs": jobs, "quick": args.quick, "window": WINDOW, "prefetch": PREFETCH,
-                     "batch_size": BATCH_SIZE, "idle_samples": IDLE_SAMPLES,
-                     "workflow_fan": WORKFLOW_FAN, "workflow_rounds": workflow_rounds},
-        "errors": [],
-        "warnings": [],
-    }  # fmt: skip
+    results: dict[str, Any] = {"settings": settings_of(args), "errors": [], "warnings": []}
     try:
         results["machine"] = machine_info(services)
         results["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         try:
-            results["ceiling"] = run_ceiling(services, jobs, timeouts["ceiling"])
+            results["ceiling"] = run_ceiling(services, args.jobs, timeouts["ceiling"])
         except Exception as exc:  # noqa: BLE001
             results["errors"].append(f"ceiling: {type(exc).__name__}: {exc}")
             log(f"ceiling FAILED: {exc}")
         recorder = Recorder()
         try:
-            run_systems(services, jobs, timeouts, recorder, results, workflow_rounds)
+            run_systems(services, args, timeouts, recorder, results)
         except Exception as exc:  # noqa: BLE001
             recorder.errors.append(f"systems: {type(exc).__name__}: {exc}")
             log(f"systems FAILED: {exc}\n{traceback.format_exc()}")

@@ -5,6 +5,7 @@
 --   BENCH_REQUESTS  total requests; each thread stops after its share (0: run for -d)
 --   BENCH_THREADS   the -t given to wrk, to split BENCH_REQUESTS between threads
 --   BENCH_IDS       optional file: the "id" of every 2xx answer, one per line
+--   BENCH_CLOSE     "1": send "Connection: close", a new connection per request
 -- Each thread prints "BENCH_THREAD_DONE" when it has sent its share; at the end
 -- the script prints "BENCH_LATENCY_US <us>:<count>,..." (the latency histogram)
 -- and "BENCH_STATUS <code>=<count> ..." for every status seen.
@@ -12,11 +13,15 @@
 wrk.method = "POST"
 wrk.body = os.getenv("BENCH_BODY") or '{"type": "diagnostics.echo", "payload": {}}'
 wrk.headers["Content-Type"] = "application/json"
+if os.getenv("BENCH_CLOSE") == "1" then
+  wrk.headers["Connection"] = "close"
+end
 
 local total = tonumber(os.getenv("BENCH_REQUESTS") or "0")
 local nthreads = tonumber(os.getenv("BENCH_THREADS") or "1")
 local id_file = os.getenv("BENCH_IDS")
 local threads = {}
+local PARK_MS = 2000
 
 function setup(thread)
   local index = #threads
@@ -31,8 +36,22 @@ end
 
 function init(args)
   seen = 0
+  sent = 0
   ids = {}
   statuses = {}
+end
+
+function delay()
+  -- Called before each request a connection sends: once a thread has sent its
+  -- share, its other connections wait instead of sending more (the answers in
+  -- flight still arrive), so the server gets N requests, not N plus one per
+  -- connection. After PARK_MS a parked connection sends anyway, so a request
+  -- lost to a socket error cannot stall the run for all of -d.
+  sent = sent + 1
+  if limit > 0 and sent > limit then
+    return PARK_MS
+  end
+  return 0
 end
 
 function response(status, headers, body)
