@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
-from amqp.exceptions import AMQPError
+from amqp.exceptions import AMQPError, MessageNacked
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -57,8 +57,10 @@ MAX_DELAY_S = 30 * 24 * 3600
 # Jobs per batch: one request, one Redis round trip, one confirmed write.
 MAX_BATCH = 1000
 # What a publish that did not get its confirm raises: timeouts, a dead
-# connection and a blocked broker are OSErrors; a nack is an AMQPError.
-PUBLISH_ERRORS = (OSError, AMQPError)
+# connection and a blocked broker are OSErrors; a channel or connection the
+# broker closed is an AMQPError; a nack (a quorum queue without a leader yet,
+# a queue refusing more) is py-amqp's MessageNacked, a plain Exception.
+PUBLISH_ERRORS = (OSError, AMQPError, MessageNacked)
 # Record fields only the core reads.
 PRIVATE_FIELDS = frozenset({"token", "publishing", "run"})
 # Rounds of "the racing producer gave up, create it ourselves" before giving up.
