@@ -21,14 +21,41 @@ import httpx
 from celery import Celery
 from flask import Flask, request
 
-celery = Celery(
-    "baseline",
-    broker=os.environ.get("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//"),
-    backend=os.environ.get("CELERY_RESULT_BACKEND", "redis://127.0.0.1:6379/0"),
-)
-# Named "web", not "app": `celery -A bench.baseline.app` takes a module's "app"
-# attribute as the Celery app, so the Flask app must not be called that.
-web = Flask(__name__)
+
+def build(name: str, **settings: object) -> tuple[Celery, Flask]:
+    """The two jobs and their endpoints on a Celery app named ``name`` with
+    ``settings`` over Celery's defaults (the guarded baseline reuses it)."""
+    celery = Celery(
+        name,
+        broker=os.environ.get("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//"),
+        backend=os.environ.get("CELERY_RESULT_BACKEND", "redis://127.0.0.1:6379/0"),
+    )
+    celery.conf.update(settings)
+    web = Flask(name)
+
+    @celery.task(name=f"{name}.noop", shared=False)
+    def noop() -> None:
+        """The job: nothing, so only the platform's own cost is measured."""
+
+    @celery.task(name=f"{name}.webhook", shared=False)
+    def webhook(url: str, body: object) -> int:
+        """The realistic job: POST ``body`` as JSON to ``url``; a non-2xx answer fails it."""
+        response = _client().post(url, json=body, timeout=10)
+        response.raise_for_status()
+        return response.status_code
+
+    @web.post("/jobs")
+    def submit() -> tuple[dict, int]:
+        result = noop.delay()
+        return {"id": result.id}, 202
+
+    @web.post("/webhooks")
+    def submit_webhook() -> tuple[dict, int]:
+        payload = request.get_json()
+        result = webhook.delay(payload["url"], payload["body"])
+        return {"id": result.id}, 202
+
+    return celery, web
 
 
 _clients: dict[int, httpx.Client] = {}
@@ -43,27 +70,6 @@ def _client() -> httpx.Client:
     return _clients[pid]
 
 
-@celery.task
-def noop() -> None:
-    """The job: nothing, so only the platform's own cost is measured."""
-
-
-@celery.task
-def webhook(url: str, body: object) -> int:
-    """The realistic job: POST ``body`` as JSON to ``url``; a non-2xx answer fails it."""
-    response = _client().post(url, json=body, timeout=10)
-    response.raise_for_status()
-    return response.status_code
-
-
-@web.post("/jobs")
-def submit() -> tuple[dict, int]:
-    result = noop.delay()
-    return {"id": result.id}, 202
-
-
-@web.post("/webhooks")
-def submit_webhook() -> tuple[dict, int]:
-    payload = request.get_json()
-    result = webhook.delay(payload["url"], payload["body"])
-    return {"id": result.id}, 202
+# Named "web", not "app": `celery -A bench.baseline.app` takes a module's "app"
+# attribute as the Celery app, so the Flask app must not be called that.
+celery, web = build("baseline")

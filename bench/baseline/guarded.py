@@ -20,19 +20,12 @@ with the plain baseline's gunicorn settings and run the same way:
 ``celery -A bench.baseline.guarded worker -c 2``.
 """
 
-import os
-
-import httpx
-from celery import Celery
-from flask import Flask, request
 from kombu import Exchange, Queue
 
-celery = Celery(
+from bench.baseline.app import build
+
+celery, web = build(  # "web", not "app": see app.py
     "guarded",
-    broker=os.environ.get("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//"),
-    backend=os.environ.get("CELERY_RESULT_BACKEND", "redis://127.0.0.1:6379/0"),
-)
-celery.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     broker_transport_options={"confirm_publish": True},
@@ -50,42 +43,3 @@ celery.conf.update(
     task_send_sent_event=True,
     task_track_started=True,
 )
-web = Flask(__name__)  # "web", not "app": see app.py
-
-
-_clients: dict[int, httpx.Client] = {}
-
-
-def _client() -> httpx.Client:
-    """One pooled client per process, as a team that measured would write it
-    (``httpx.post()`` builds a TLS context per call: ~30 jobs/s)."""
-    pid = os.getpid()
-    if pid not in _clients:
-        _clients[pid] = httpx.Client()
-    return _clients[pid]
-
-
-@celery.task
-def noop() -> None:
-    """The job: nothing, so only the platform's own cost is measured."""
-
-
-@celery.task
-def webhook(url: str, body: object) -> int:
-    """The realistic job: POST ``body`` as JSON to ``url``; a non-2xx answer fails it."""
-    response = _client().post(url, json=body, timeout=10)
-    response.raise_for_status()
-    return response.status_code
-
-
-@web.post("/jobs")
-def submit() -> tuple[dict, int]:
-    result = noop.delay()
-    return {"id": result.id}, 202
-
-
-@web.post("/webhooks")
-def submit_webhook() -> tuple[dict, int]:
-    payload = request.get_json()
-    result = webhook.delay(payload["url"], payload["body"])
-    return {"id": result.id}, 202
