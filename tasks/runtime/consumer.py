@@ -18,7 +18,12 @@ the event connection; events written then would fill the socket's buffers
 and, once full, stop the consumer loop (acks, new deliveries) until the alarm
 ends. So when the broker says ``connection.blocked`` the worker stops sending
 events, and a small thread waits for ``connection.unblocked`` to resume them:
-events are lost for the alarm's duration, jobs are not.
+events are lost for the alarm's duration, jobs are not. While blocked, the
+consumer loop never touches the event connection (no flush), and the waiting
+thread holds the dispatcher's lock only while it reads, with a pause between
+reads: a thread that re-takes a lock at once can starve another that waits for
+it (CPython's locks are not fair), and the consumer loop waits on that lock
+when Celery closes the dispatcher on a reconnect.
 
 Celery's worker buffers task events and flushes the buffer on the next turn
 of its event loop, which at a few hundred jobs a second is one AMQP publish
@@ -31,6 +36,7 @@ Flower sees each event at most that much later.
 
 import logging
 import threading
+import time
 from typing import Any
 
 from celery.worker.consumer import Consumer
@@ -41,12 +47,14 @@ logger = logging.getLogger("taskplane.consumer")
 # a missing header), as opposed to connection errors, which Celery handles.
 MALFORMED = (ValueError, KeyError, TypeError, IndexError, AttributeError)
 UNBLOCK_POLL_S = 0.5
+UNBLOCK_PAUSE_S = 0.05  # between two reads, the dispatcher's lock is free this long
 EVENT_FLUSH_S = 0.1
 EVENT_BUFFER_LIMIT = 256
 
 
 class TaskplaneConsumer(Consumer):
     _event_flush_due = False
+    _events_blocked = False
 
     def on_send_event_buffered(self) -> None:
         """Flush buffered task events within ``EVENT_FLUSH_S``, not on the next loop turn."""
@@ -61,6 +69,8 @@ class TaskplaneConsumer(Consumer):
 
     def _flush_events_due(self) -> None:
         self._event_flush_due = False
+        if self._events_blocked:
+            return  # never write to a connection the broker stopped reading
         self._flush_events()
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
@@ -123,14 +133,20 @@ class TaskplaneConsumer(Consumer):
     def _await_events_unblocked(self, dispatcher: Any) -> None:
         """Read the event connection until the broker lets it publish again."""
         while self._events_blocked and dispatcher is getattr(self, "event_dispatcher", None):
+            # The open AMQP connection, never kombu's auto-connecting property:
+            # a reconnect here would happen under the dispatcher's lock.
+            connection = getattr(dispatcher.connection, "_connection", None)
+            if connection is None:
+                break
             with dispatcher.mutex:  # the dispatcher's own lock around its connection
                 try:
-                    dispatcher.connection.connection.drain_events(timeout=UNBLOCK_POLL_S)
+                    connection.drain_events(timeout=UNBLOCK_POLL_S)
                 except TimeoutError:
-                    continue
+                    pass
                 except Exception as exc:  # noqa: BLE001 - a broken connection: Celery reconnects
                     logger.info("event connection failed while blocked: %r", exc)
                     break
+            time.sleep(UNBLOCK_PAUSE_S)
         self._events_blocked = False
         if dispatcher is getattr(self, "event_dispatcher", None):
             dispatcher.enabled = True

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -56,6 +57,15 @@ BLOCKED_GAUGE = re.compile(r"^taskplane_broker_blocked(?:\{[^}]*\})?\s+(\S+)$", 
 def submit_bound(jobs: int = 1) -> float:
     """POST /jobs (one job) or POST /jobs/batch (n jobs) answers within this."""
     return CONFIRM_TIMEOUT_S + (jobs - 1) / 50 + DEADLINE_MARGIN_S + SLACK_S
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct children of ``pid`` (a prefork worker's pool processes)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(child) for child in children.split()]
 
 
 def proc_state(pid: int) -> str:
@@ -124,6 +134,23 @@ class FaultPlatform:
         return {
             key[len(prefix) :].decode() for key in self.store.scan_iter(prefix + b"*", count=1000)
         }
+
+    def worker_report(self) -> str:
+        """What a stalled worker was doing: every thread's stack (py-spy) and its log's tail."""
+        parts = []
+        for pid in [self.worker.popen.pid, *child_pids(self.worker.popen.pid)]:
+            try:
+                dump = subprocess.run(
+                    [str(VENV_BIN / "py-spy"), "dump", "--pid", str(pid)],
+                    capture_output=True,
+                    text=True,
+                    timeout=20,
+                )
+                parts.append(f"--- py-spy dump {pid}\n{dump.stdout}{dump.stderr}")
+            except (OSError, subprocess.SubprocessError) as exc:
+                parts.append(f"--- py-spy dump {pid}: {exc!r}")
+        parts.append(f"--- worker log\n{self.worker.log_tail(120)}")
+        return "\n".join(parts)
 
     def ensure_processes(self) -> None:
         """The web and the worker run (a test may have wedged or lost one)."""
@@ -574,7 +601,10 @@ def test_a_worker_keeps_its_jobs_across_a_20s_alarm(faults: FaultPlatform) -> No
 
         client = Submitter(api)
         client.until_accepted(10)
-        wait_all(api, running + queued + client.accepted, {"succeeded"}, 45)
+        try:
+            wait_all(api, running + queued + client.accepted, {"succeeded"}, 45)
+        except pytest.fail.Exception as failure:
+            pytest.fail(f"{failure}\n{faults.worker_report()}")
         client.check()
 
 
