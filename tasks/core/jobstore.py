@@ -32,6 +32,10 @@ EFFECT_PREFIX = "taskplane:effect:"
 # first, no record of a refused job remains. Kept far longer than any freeze.
 GONE_PREFIX = "taskplane:gone:"
 GONE_TTL_S = 7 * 24 * 3600
+# Records per call of the create script. Redis runs nothing else while a
+# script runs, so a batch (up to 1,000 jobs) is cut into calls this size:
+# other clients wait for one chunk at most, not for the whole batch.
+CREATE_CHUNK = 500
 FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 WAITING_STATES = frozenset({"queued", "scheduled", "retrying"})
 
@@ -147,20 +151,38 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return nil
 """
 
-# KEYS: record, tombstone set. ARGV: token, publishing mark, field, value, ...
+# KEYS: record 1, tombstone set 1, record 2, tombstone set 2, ... ARGV, for
+# each record in turn: token, publishing mark, how many field and value items
+# follow, then those items. Returns one reply per record: {'created'},
+# {'exists', <its fields and values>} or {'refused'}.
 # The token names this create attempt ("" for a fresh random id, which has
 # only one); a tombstone holds the tokens of attempts the web gave up on. A
 # record that exists already is returned, not overwritten: a caller-given
 # (deterministic) id creates one job however many producers race on it. The
 # publishing mark ("<token>:<deadline ms>", deterministic ids only) tells a
 # racing producer that the message is not confirmed yet.
+# One call writes many records (a whole batch, or CREATE_CHUNK of it): a
+# call per record costs Redis and Python time per job. Each record is decided
+# in order, so an id given twice in one call is created once, then "exists".
 _CREATE = """
-if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return {'refused'} end
-if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', redis.call('HGETALL', KEYS[1])} end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
-if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], 'token', ARGV[1]) end
-if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'publishing', ARGV[2]) end
-return {'created'}
+local replies = {}
+local at = 1
+for i = 1, #KEYS, 2 do
+  local token, mark = ARGV[at], ARGV[at + 1]
+  local first, last = at + 3, at + 2 + tonumber(ARGV[at + 2])
+  at = last + 1
+  if redis.call('SISMEMBER', KEYS[i + 1], token) == 1 then
+    replies[#replies + 1] = {'refused'}
+  elseif redis.call('EXISTS', KEYS[i]) == 1 then
+    replies[#replies + 1] = {'exists', redis.call('HGETALL', KEYS[i])}
+  else
+    redis.call('HSET', KEYS[i], unpack(ARGV, first, last))
+    if token ~= '' then redis.call('HSET', KEYS[i], 'token', token) end
+    if mark ~= '' then redis.call('HSET', KEYS[i], 'publishing', mark) end
+    replies[#replies + 1] = {'created'}
+  end
+end
+return replies
 """
 
 # KEYS: record 1, tombstone 1, record 2, tombstone 2, ... ARGV: tombstone ttl,
@@ -335,29 +357,29 @@ class JobStore:
         return record
 
     def create_many(self, records: list["NewRecord"]) -> list["CreateOutcome"]:
-        """Write new records in one round trip; an id that exists keeps its record."""
-        pipe = self.redis.pipeline(transaction=False)
+        """Write new records, a script call per CREATE_CHUNK; an id that exists keeps its record.
+
+        One call for many records rather than a pipeline of one call each: a
+        call per record costs Redis and Python time per job, and redis-py sends
+        a SCRIPT EXISTS round trip ahead of every pipeline that holds a script
+        (a call outside a pipeline goes straight to EVALSHA and loads the
+        script only when Redis answers NOSCRIPT).
+        """
+        outcomes: list[CreateOutcome] = []
+        for start in range(0, len(records), CREATE_CHUNK):
+            outcomes += self._create_chunk(records[start : start + CREATE_CHUNK])
+        return outcomes
+
+    def _create_chunk(self, records: list["NewRecord"]) -> list["CreateOutcome"]:
+        """One call of the create script: a record key and tombstone key per record."""
+        keys: list[str] = []
+        args: list[Any] = []
         for new in records:
             job_id = new.fields["id"]
-            fields = [
-                item
-                for name, value in new.fields.items()
-                for item in (name, json.dumps(value) if name in _JSON_FIELDS else value)
-            ]
-            self._create(
-                keys=[self.key(job_id), GONE_PREFIX + job_id],
-                args=[new.token, new.publishing, *fields],
-                client=pipe,
-            )
-        outcomes = []
-        for reply in pipe.execute():
-            state = text(reply[0])
-            existing = None
-            if state == "exists":
-                flat = reply[1]
-                existing = decode_record(dict(zip(flat[::2], flat[1::2], strict=True)))
-            outcomes.append(CreateOutcome(state, existing))
-        return outcomes
+            fields = _field_items(new.fields)
+            keys += (self.key(job_id), GONE_PREFIX + job_id)
+            args += (new.token, new.publishing, len(fields), *fields)
+        return [_create_outcome(reply) for reply in self._create(keys=keys, args=args)]
 
     def forget(self, job_ids: list[str], tokens: list[str] | None = None) -> None:
         """Remove the records of jobs the web refused, and tombstone those attempts."""
@@ -510,6 +532,24 @@ class JobStore:
         for name, value in fields.items():
             args += [name, json.dumps(value) if name in _JSON_FIELDS else value]
         return text(self._settle(keys=[self.key(job_id)], args=args))
+
+
+def _field_items(fields: dict[str, Any]) -> list[Any]:
+    """A record's fields as HSET's flat name, value list; JSON fields as JSON text."""
+    return [
+        item
+        for name, value in fields.items()
+        for item in (name, json.dumps(value) if name in _JSON_FIELDS else value)
+    ]
+
+
+def _create_outcome(reply: list[Any]) -> CreateOutcome:
+    """One record's reply from the create script, with an existing record decoded."""
+    state = text(reply[0])
+    if state != "exists":
+        return CreateOutcome(state)
+    flat = reply[1]
+    return CreateOutcome(state, decode_record(dict(zip(flat[::2], flat[1::2], strict=True))))
 
 
 def effect_key(job_id: str, name: str) -> str:

@@ -6,7 +6,7 @@ replay, a worker's retry, and (next) the scheduler and workflow steps. It
 1. validates each job against the registry (envelope, job type, payload
    schema, URL policy, how far ahead it may be scheduled): ``check`` and
    ``check_batch`` differ only in how they report per-item errors;
-2. writes the records in one Redis round trip;
+2. writes the records in one script call per 500 (tasks/core/jobstore.CREATE_CHUNK);
 3. publishes the messages with confirms, immediate and delayed alike, on the
    deadline-bounded publisher (tasks/core/publisher.py);
 4. returns the records once every message is confirmed, or removes what it
@@ -54,7 +54,7 @@ logger = logging.getLogger("taskplane.submission")
 
 # Native delayed delivery reaches about 8.5 years; a month is a sane bound.
 MAX_DELAY_S = 30 * 24 * 3600
-# Jobs per batch: one request, one Redis round trip, one confirmed write.
+# Jobs per batch: one request, two Redis script calls at most, one confirmed write.
 MAX_BATCH = 1000
 # What a publish that did not get its confirm raises: timeouts, a dead
 # connection and a blocked broker are OSErrors; a channel or connection the
