@@ -8,9 +8,15 @@ context and a pool of keep-alive connections; httpx clients are
 thread-safe, so a threads pool shares it. Each request still sets its own
 timeout and never follows redirects (the URL policy checked the URL asked
 for, not where a redirect would lead).
+
+httpx is imported where the client is built, not at module import: the web
+imports this module (through the Celery app) but never builds a client.
 """
 
-import httpx
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import httpx
 
 # Per target host, at most this many idle connections are kept, for this long.
 KEEPALIVE_CONNECTIONS = 20
@@ -18,8 +24,10 @@ KEEPALIVE_EXPIRY_S = 15.0
 MAX_CONNECTIONS = 100
 
 
-def build_http_client() -> httpx.Client:
+def build_http_client() -> "httpx.Client":
     """A pooled client; build it in the process that uses it (after a fork, not before)."""
+    import httpx
+
     return httpx.Client(
         follow_redirects=False,
         limits=httpx.Limits(
