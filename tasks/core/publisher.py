@@ -11,11 +11,14 @@ So the web publishes itself, on py-amqp directly (neither Celery nor kombu
 offers pipelined confirms or a confirm-mode channel kept per thread):
 
 * each thread keeps a *lane*: one broker connection with a confirm-mode
-  channel for jobs and a plain channel for events, so threads wait for their
-  confirms side by side;
+  channel for jobs, so threads wait for their confirms side by side;
 * a batch goes out on the lane in a few large writes and is confirmed once for all;
-* job messages are built by Celery (``app.amqp.as_task_v2``), so workers and
-  Flower see ordinary protocol-2 task messages and ``task-sent`` events;
+* job messages are built by Celery (``app.amqp.as_task_v2``) or derived from
+  one it built (tasks/core/message_template), so workers and Flower see
+  ordinary protocol-2 task messages;
+* ``task-sent`` events of confirmed messages are queued and published by one
+  thread per process, batched, on its own connection (tasks/core/sent_events):
+  a submit never waits for them;
 * messages are published ``mandatory``: a message no queue would take comes
   back instead of being confirmed, so a 202 means a queue holds the job.
 
@@ -36,16 +39,15 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from copy import copy
 from typing import Any, NamedTuple
 
 import amqp
-from amqp import spec
+from amqp import serialization, spec
 from amqp.exceptions import ChannelError, MessageNacked, RecoverableConnectionError
-from celery.events.event import Event, event_exchange
+from celery.events.event import Event
 from celery.utils.nodenames import anon_nodename
 from celery.utils.saferepr import saferepr
-from celery.utils.time import utcoffset
+from celery.utils.time import add_seconds_to_datetime, maybe_make_aware, utcoffset
 from kombu.serialization import dumps
 from kombu.transport.native_delayed_delivery import (
     bind_queue_to_native_delayed_delivery_exchange,
@@ -60,8 +62,10 @@ from tasks.core.broker_link import (
     BrokerWatch,
     connect,
 )
+from tasks.core.message_template import MessageTemplate, TemplatedMessage, argsrepr
 from tasks.core.messages import route
 from tasks.core.queues import JOB_EXCHANGE
+from tasks.core.sent_events import SentEvents
 
 logger = logging.getLogger("taskplane.publisher")
 
@@ -76,7 +80,10 @@ MIN_RETRY_S = 0.05
 
 # Celery's bound for the argsrepr header (celery.app.amqp.AMQP.argsrepr_maxsize).
 ARGSREPR_MAXSIZE = 1024
-EVENT_WRITE_TIMEOUT_S = 1.0
+# Job messages are JSON and persistent; a template encodes these once.
+JOB_WIRE = {"content_type": "application/json", "content_encoding": "utf-8", "delivery_mode": 2}
+# Templates kept per process (job type, retries, Taskplane headers): a handful.
+MAX_TEMPLATES = 64
 # A batch is written in chunks of about this size: few system calls, and the
 # web's memory stays flat however big the batch.
 COALESCE_BYTES = 256 * 1024
@@ -116,6 +123,9 @@ class JobPublisher:
         self._sent_events = bool(app.conf.task_send_sent_event)
         self._repr_levels = app.conf.task_repr_maxlevels
         self._delayed_ready = False
+        self._template_cache: dict[tuple, MessageTemplate] = {}
+        self._templates_pid = os.getpid()
+        self.sent_events = SentEvents(app, self.alarm, self.hostname)
 
     def build(
         self,
@@ -127,9 +137,55 @@ class JobPublisher:
         countdown: int | None = None,
         retries: int = 0,
     ) -> Any:
-        """A protocol-2 task message (Celery's own builder) with the current trace context."""
+        """A protocol-2 task message with the current trace context.
+
+        The first message of its kind in this process is Celery's own
+        (``build_by_celery``); later ones are derived from it, identical to
+        what Celery would build (tasks/core/message_template).
+        """
         args = (payload,)
-        message = self.app.amqp.as_task_v2(
+        shown = argsrepr(args, ARGSREPR_MAXSIZE, self._repr_levels)
+        trace: dict[str, str] = {}
+        propagate.inject(trace)
+        key = _template_key(job_type, retries, headers)
+        template = self._templates().get(key) if key is not None else None
+        if template is not None and template.fits(trace):
+            return template.message(job_id, args, shown, self._eta(countdown), trace)
+        message = self._celery_message(job_id, job_type, args, shown, countdown, retries)
+        message.headers.update(headers)
+        if key is not None:
+            self._remember(key, message)
+        message.headers.update(trace)
+        return message
+
+    def build_by_celery(
+        self,
+        job_id: str,
+        job_type: str,
+        payload: dict,
+        headers: dict,
+        *,
+        countdown: int | None = None,
+        retries: int = 0,
+    ) -> Any:
+        """``build`` without templates: Celery builds every field (``as_task_v2``, ``saferepr``)."""
+        args = (payload,)
+        argsrepr = saferepr(args, ARGSREPR_MAXSIZE, maxlevels=self._repr_levels)
+        message = self._celery_message(job_id, job_type, args, argsrepr, countdown, retries)
+        message.headers.update(headers)
+        propagate.inject(message.headers)
+        return message
+
+    def _celery_message(
+        self,
+        job_id: str,
+        job_type: str,
+        args: tuple,
+        argsrepr: str,
+        countdown: int | None,
+        retries: int,
+    ) -> Any:
+        return self.app.amqp.as_task_v2(
             job_id,
             job_type,
             args=args,
@@ -137,12 +193,32 @@ class JobPublisher:
             retries=retries,
             ignore_result=True,
             create_sent_event=self._sent_events,
-            argsrepr=saferepr(args, ARGSREPR_MAXSIZE, maxlevels=self._repr_levels),
+            argsrepr=argsrepr,
             kwargsrepr="{}",
         )
-        message.headers.update(headers)
-        propagate.inject(message.headers)
-        return message
+
+    def _templates(self) -> dict[tuple, MessageTemplate]:
+        if self._templates_pid != os.getpid():  # origin names the process
+            self._template_cache, self._templates_pid = {}, os.getpid()
+        return self._template_cache
+
+    def _remember(self, key: tuple, message: Any) -> None:
+        """Keep a Celery-built message (without its trace headers) as its kind's template."""
+        templates = self._templates()
+        if len(templates) >= MAX_TEMPLATES:
+            templates.clear()
+        try:
+            templates[key] = MessageTemplate(message, JOB_WIRE)
+        except ValueError as exc:  # not what Celery builds today: no template, no harm
+            logger.warning("no message template for %s: %s", key[0], exc)
+
+    def _eta(self, countdown: int | None) -> str | None:
+        """The eta header of a countdown, as ``as_task_v2`` computes it."""
+        if not countdown:
+            return None
+        self.app.amqp._verify_seconds(countdown, "countdown")  # noqa: SLF001 - Celery's own check
+        now, timezone = self.app.now(), self.app.timezone
+        return maybe_make_aware(add_seconds_to_datetime(now, countdown), tz=timezone).isoformat()
 
     def publish(
         self,
@@ -201,7 +277,15 @@ class JobPublisher:
         except BaseException:
             self._drop_lane()
             raise
-        self._lane(deadline, wait_when_blocked).send_sent_events(messages, self.hostname)
+        if self._sent_events:
+            self._announce(messages)
+
+    def _announce(self, messages: list[Outgoing]) -> None:
+        """Queue the confirmed messages' ``task-sent`` events; never fails the publish."""
+        try:
+            self.sent_events.put(sent_events(self.app, messages, self.hostname))
+        except Exception as exc:  # noqa: BLE001 - events are optional; jobs are not
+            logger.warning("task-sent events not queued: %r", exc)
 
     def _lane(self, deadline: float, wait_when_blocked: bool) -> _Lane:
         if self._pid != os.getpid():  # forked: never share a socket with the parent
@@ -253,8 +337,7 @@ class _Lane:
         self.pending: set[int] = set()
         self.nacked: list[int] = []
         self.declared: set[str] = set()
-        self.events: amqp.Channel | None = None
-        self.events_broken = False
+        self.publish_args: dict[tuple[str, str], bytes] = {}
 
     def publish(self, messages: list[Outgoing], deadline: float) -> None:
         self.connection.bound(deadline)
@@ -263,23 +346,35 @@ class _Lane:
             self.declared.add(queue_name)
         if any(out.countdown for out in messages):
             self.publisher.ensure_delayed_delivery(self.connection)
-        send = self.jobs.send_method
         self.connection.bound(deadline)
         with _coalesced_writes(self.transport, len(messages) > 1, self.connection):
             for queue_name, message, countdown in messages:
                 self.published += 1
                 self.pending.add(self.published)
-                exchange, routing_key = route(queue_name, countdown)
-                # Basic.Publish as py-amqp's basic_publish sends it, minus the
-                # non-blocking read it makes before every message (a system
-                # call and an exception each time); confirms are collected below.
-                send(
-                    spec.Basic.Publish,
-                    PUBLISH_ARGS,
-                    (0, exchange, routing_key, True, False),
-                    _amqp_message(message, delivery_mode=2),
-                )
+                self._send_publish(route(queue_name, countdown), _amqp_message(message, 2))
         self._wait_for_confirms(len(messages))
+
+    def _send_publish(self, destination: tuple[str, str], message: amqp.Message) -> None:
+        """Basic.Publish as py-amqp's ``basic_publish`` sends it, with fewer steps.
+
+        Without the non-blocking read it makes before every message (a system
+        call and an exception each time; confirms are collected after the
+        batch), and with the method's arguments encoded once per exchange and
+        routing key rather than per message (``send_method`` encodes them
+        each time, then hands them to the same frame writer).
+        """
+        args = self.publish_args.get(destination)
+        if args is None:
+            exchange, routing_key = destination
+            args = serialization.dumps(PUBLISH_ARGS, (0, exchange, routing_key, True, False))
+            self.publish_args[destination] = args
+        connection = self.jobs.connection  # as send_method: None once the channel closed
+        if connection is None:
+            raise RecoverableConnectionError("connection already closed")
+        try:
+            connection.frame_writer(1, self.jobs.channel_id, spec.Basic.Publish, args, message)
+        except StopIteration as exc:  # as send_method: the writer of a closed connection
+            raise RecoverableConnectionError("connection already closed") from exc
 
     def _wait_for_confirms(self, count: int) -> None:
         # Waits end at the connection's deadline (socket.timeout, an OSError);
@@ -309,58 +404,37 @@ class _Lane:
         self.nacked.append(delivery_tag)
         self._on_ack(delivery_tag, multiple)
 
-    def send_sent_events(self, messages: list[Outgoing], hostname: str) -> None:
-        """``task-sent`` for Flower: best effort, unconfirmed, never fails a submit."""
-        messages = [out for out in messages if getattr(out.message, "sent_event", None)]
-        if self.events_broken or not messages:
-            return
-        try:
-            exchange = self.app.conf.event_exchange
-            if self.events is None:
-                channel = self.connection.channel()
-                # Celery's event exchange, as celery.events.event.get_exchange makes it.
-                entity = copy(event_exchange)
-                entity.name = exchange
-                entity(channel).declare()
-                self.events = channel
-            pid, offset, clock = os.getpid(), utcoffset(), self.app.clock
-            events = [
-                Event(
-                    "task-sent",
-                    hostname=hostname,
-                    utcoffset=offset,
-                    pid=pid,
-                    clock=clock.forward(),
-                    queue=routing_key,
-                    exchange=JOB_EXCHANGE.name,
-                    routing_key=routing_key,
-                    **message.sent_event,
-                )
-                for routing_key, message, _ in messages
-            ]
-            # A batch's events travel as one list, as Celery's own dispatcher
-            # sends buffered task events ("task.multi"); receivers such as
-            # Flower's unpack it.
-            body, routing_key = (
-                (events[0], "task.sent") if len(events) == 1 else (events, "task.multi")
-            )
-            content_type, encoding, data = dumps(body, serializer="json")
-            with self.transport.having_timeout(EVENT_WRITE_TIMEOUT_S):
-                self.events.send_method(
-                    spec.Basic.Publish,
-                    PUBLISH_ARGS,
-                    (0, exchange, routing_key, False, False),
-                    amqp.Message(
-                        data,
-                        content_type=content_type,
-                        content_encoding=encoding,
-                        application_headers={"hostname": hostname},
-                        delivery_mode=1,
-                    ),
-                )
-        except Exception as exc:  # noqa: BLE001 - events are optional; jobs are not
-            logger.warning("task-sent events are off on this connection: %r", exc)
-            self.events_broken = True
+
+def sent_events(app: Any, messages: list[Outgoing], hostname: str) -> list[Event]:
+    """The ``task-sent`` events of confirmed messages, stamped now (clock and timestamp)."""
+    sent = [out for out in messages if getattr(out.message, "sent_event", None)]
+    if not sent:
+        return []
+    pid, offset, clock = os.getpid(), utcoffset(), app.clock
+    return [
+        Event(
+            "task-sent",
+            hostname=hostname,
+            utcoffset=offset,
+            pid=pid,
+            clock=clock.forward(),
+            queue=queue,
+            exchange=JOB_EXCHANGE.name,
+            routing_key=queue,
+            **message.sent_event,
+        )
+        for queue, message, _ in sent
+    ]
+
+
+def _template_key(job_type: str, retries: int, headers: dict) -> tuple | None:
+    """What a template is for: the job type, retries and Taskplane headers (None: no template)."""
+    try:
+        key = (job_type, retries, tuple(headers.items()))
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 @contextmanager
@@ -404,6 +478,14 @@ def _amqp_message(message: Any, delivery_mode: int) -> amqp.Message:
     if isinstance(message, amqp.Message):
         return message
     content_type, encoding, body = dumps(message.body, serializer="json")
+    wire = {"content_type": content_type, "content_encoding": encoding}
+    if (
+        isinstance(message, TemplatedMessage)
+        and {**wire, "delivery_mode": delivery_mode} == JOB_WIRE
+    ):
+        return message.amqp_message(
+            body, **JOB_WIRE, application_headers=message.headers, **message.properties
+        )
     return amqp.Message(
         body,
         content_type=content_type,
