@@ -147,12 +147,18 @@ taskplane_queues = {
 # broker between them (a prefork worker drains short jobs ~40% faster, README
 # "Benchmark"). A worker that dies returns what it reserved, and each such
 # message counts one delivery against taskplane_delivery_limit.
+# "processes" is how many worker processes of the group a host runs (None:
+# one per CPU). A threads pool runs its jobs' Python under one GIL, so the io
+# group runs one process per CPU with 16 threads each, as Sidekiq runs one
+# process per core; a prefork group is one process whose pool has a child per
+# CPU. The bench starts the groups this way (README "Scaling out").
 # Without TASKPLANE_WORKER_GROUP a worker consumes every enabled queue, with
 # worker_prefetch_multiplier (1).
 taskplane_worker_groups = {
-    "io": {"pool": "threads", "concurrency": 16, "prefetch_multiplier": 1},
-    "cpu": {"pool": "prefork", "concurrency": None, "prefetch_multiplier": 1},  # None: per CPU
-    "short": {"pool": "prefork", "concurrency": None, "prefetch_multiplier": 4},
+    "io": {"pool": "threads", "concurrency": 16, "prefetch_multiplier": 1, "processes": None},
+    # concurrency None: one pool child per CPU
+    "cpu": {"pool": "prefork", "concurrency": None, "prefetch_multiplier": 1, "processes": 1},
+    "short": {"pool": "prefork", "concurrency": None, "prefetch_multiplier": 4, "processes": 1},
 }
 # Rate limits (Flask-Limiter syntax), per API token across all web processes,
 # and per token and job type on POST /jobs. Unset (the default outside

@@ -288,10 +288,13 @@ class Taskplane(System):
         return self.app.conf.taskplane_queues[self.queues[kind]]["group"]
 
     def worker_specs(self, kind: str) -> list[tuple[str, list[str], dict[str, str]]]:
-        """``celery -A tasks worker`` per group, as the README runs them: pool, concurrency
-        and prefetch come from the group's config, never from here."""
+        """``celery -A tasks worker`` per group, as the README runs them: pool, concurrency,
+        prefetch and processes per host come from the group's config, never from here
+        (BENCH_TASKPLANE_WORKERS overrides the process count of the no-op job's group)."""
+        from tasks.core.switches import group_processes
+
         group = self.group(kind)
-        count = worker_count() if kind == NOOP else 1
+        count = worker_count() if kind == NOOP else group_processes(self.app, group)
         specs = []
         for index in range(1, count + 1):
             name = f"{self.name}-{group}" + (f"-{index}" if count > 1 else "")

@@ -40,6 +40,12 @@ def worker_group(app: Any) -> str | None:
     return name
 
 
+def group_processes(app: Any, group: str) -> int:
+    """How many worker processes of ``group`` one host runs (config "processes", None: per CPU)."""
+    count = (app.conf.taskplane_worker_groups or {})[group].get("processes", 1)
+    return int(count) if count is not None else (os.cpu_count() or 1)
+
+
 def paused_queues(app: Any) -> set[str]:
     return {
         m.decode() if isinstance(m, bytes) else m for m in app.jobstore.redis.smembers(PAUSED_KEY)
