@@ -12,7 +12,6 @@ import time
 import uuid
 
 from flask import Flask, Response, g, has_request_context, request
-from opentelemetry.instrumentation.celery import CeleryInstrumentor
 
 from app import tracing
 from app.context import celery_of
@@ -31,10 +30,10 @@ class RequestIdFilter(logging.Filter):
 
 def init_app(app: Flask, *, configure_logs: bool = False) -> None:
     configure_tracing("taskplane-web")
+    # No Celery instrumentation here: the web never publishes through Celery
+    # (tasks/core/publisher injects the trace context into each job itself),
+    # and the instrumentation with the metrics SDK it loads is ~40 modules.
     tracing.init_app(app)
-    celery_instrumentor = CeleryInstrumentor()
-    if not celery_instrumentor.is_instrumented_by_opentelemetry:
-        celery_instrumentor.instrument()
     if configure_logs:
         configure_logging(json_lines=bool(celery_of(app).conf.taskplane_log_json))
         for handler in logging.getLogger().handlers:

@@ -4,13 +4,20 @@ Flask-Limiter with its counters in the platform's Redis, so the limit holds
 across processes and machines. Over the limit: 429 with Retry-After, in the
 one error shape. If Redis cannot be reached the limiter lets requests
 through (the submit itself then answers 503).
+
+Flask-Limiter is imported only when limits are configured: with its storage
+library it is ~60 modules and ~2 MB in every web process that has no limits.
 """
 
+from typing import TYPE_CHECKING
+
 from flask import Flask, request
-from flask_limiter import Limiter
 
 from app.auth import token_name
 from app.context import celery_app, celery_of
+
+if TYPE_CHECKING:
+    from flask_limiter import Limiter
 
 # Never counted: probes, scrapes, and the API document with its reference page.
 EXEMPT = (
@@ -36,11 +43,13 @@ def _per_type_limit() -> str:
     return per_type.get(_job_type()) or per_type.get("default") or "1000000/second"
 
 
-def init_app(app: Flask) -> Limiter | None:
+def init_app(app: Flask) -> "Limiter | None":
     conf = celery_of(app).conf
     limits = conf.taskplane_rate_limits or {}
     if not limits.get("per_token") and not (limits.get("per_job_type") or {}).get("default"):
         return None  # not configured: no limiter on the request path at all
+    from flask_limiter import Limiter
+
     limiter = Limiter(
         key_func=token_name,
         app=app,
