@@ -15,6 +15,13 @@ from pydantic import (
 JobState = Literal["queued", "scheduled", "started", "retrying", "succeeded", "failed", "cancelled"]
 
 
+class Progress(BaseModel):
+    done: int = Field(ge=0, description="units of work done so far")
+    total: int | None = Field(default=None, description="units in all, when the job knows")
+    message: str | None = Field(default=None, description="what the job is doing (200 characters)")
+    updated_at: str = Field(description="when the running attempt last reported")
+
+
 class Job(BaseModel):
     id: str
     type: str
@@ -36,6 +43,11 @@ class Job(BaseModel):
     )
     tags: dict[str, str] | None = None
     parent_id: str | None = None
+    progress: Progress | None = Field(
+        default=None,
+        description="how far the latest attempt got, as its handler reports it "
+        "(context.progress; at most four writes per second per job)",
+    )
 
 
 class BatchedJob(Job):

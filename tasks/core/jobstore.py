@@ -72,7 +72,7 @@ end
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'state', 'started', 'started_at', ARGV[1], 'worker', ARGV[2],
            'run', ARGV[8])
-redis.call('HDEL', KEYS[1], 'next_attempt_at', 'scheduled_for')
+redis.call('HDEL', KEYS[1], 'next_attempt_at', 'scheduled_for', 'progress')
 return {'started', attempts, workflow}
 """
 
@@ -239,6 +239,16 @@ if redis.call('GET', KEYS[1]) == 'pending:' .. ARGV[1] then redis.call('DEL', KE
 return 1
 """
 
+# KEYS: record. ARGV: attempt, progress (JSON). Only the run that holds the
+# job writes its progress: a run that lost the job (it was cancelled, or
+# another attempt started after this one was given up for dead) writes nothing.
+_PROGRESS = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'started' then return 0 end
+if redis.call('HGET', KEYS[1], 'attempts') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'progress', ARGV[2])
+return 1
+"""
+
 # In the order JobStore binds them.
 SCRIPTS = (
     _START,
@@ -254,8 +264,9 @@ SCRIPTS = (
     _CLAIM_EFFECT,
     _RENEW_EFFECT,
     _RELEASE_EFFECT,
+    _PROGRESS,
 )
-_JSON_FIELDS = ("result", "error", "history", "tags")
+_JSON_FIELDS = ("result", "error", "history", "tags", "progress")
 _INT_FIELDS = ("attempts",)
 
 
@@ -326,6 +337,7 @@ class JobStore:
             self._claim_effect,
             self._renew_effect,
             self._release_effect,
+            self._progress,
         ) = (client.register_script(source) for source in SCRIPTS)
 
     @staticmethod
@@ -441,6 +453,12 @@ class JobStore:
         state = text(state)
         return StartOutcome(
             proceed=state == "started", state=state, attempt=int(attempts), workflow=text(workflow)
+        )
+
+    def progress(self, job_id: str, attempt: int, progress: dict[str, Any]) -> bool:
+        """Show how far the running attempt got; False when it no longer holds the job."""
+        return bool(
+            self._progress(keys=[self.key(job_id)], args=[str(attempt), json.dumps(progress)])
         )
 
     def retrying(self, job_id: str, error: dict, next_attempt_at: str) -> str:

@@ -11,13 +11,17 @@ import logging
 import os
 import signal
 import socket
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from redis.exceptions import RedisError
+
 from tasks.core.errors import EffectInProgress
+from tasks.core.jobstore import utcnow
 from tasks.runtime.effect_lease import LeaseKeeper
 
 if TYPE_CHECKING:
@@ -27,6 +31,10 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 logger = logging.getLogger("taskplane.job")
+# A handler may report progress in a tight loop: at most one write per job
+# this often (the last report, done == total, is always written).
+PROGRESS_INTERVAL_S = 0.25
+PROGRESS_MESSAGE_MAX = 200
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,40 @@ class JobContext:
     # The worker process's pooled HTTP client, built on first use (see
     # tasks/core/http_client); None outside a worker.
     http: "Callable[[], httpx.Client] | None" = None
+    # When this run last wrote its progress (monotonic seconds); see ``progress``.
+    _progress_written: list[float] = field(default_factory=list, repr=False, compare=False)
+
+    def progress(self, done: int, total: int | None = None, message: str | None = None) -> bool:
+        """Show how far this run got (``GET /jobs/<id>`` shows it as ``progress``).
+
+        Throttled to one write per ``PROGRESS_INTERVAL_S`` per job, so a loop
+        that reports every item does not flood Redis; a report in between is
+        skipped unless it is the last (``done == total``). Returns whether it
+        was written. Progress is information, never the job's outcome: a Redis
+        error is logged and the job goes on.
+        """
+        if isinstance(done, bool) or not isinstance(done, int) or done < 0:
+            raise ValueError(f"progress: done must be a whole number >= 0, not {done!r}")
+        if total is not None and (
+            isinstance(total, bool) or not isinstance(total, int) or total < done
+        ):
+            raise ValueError(f"progress: total must be a whole number >= done, not {total!r}")
+        now = time.monotonic()
+        last = self._progress_written[-1] if self._progress_written else None
+        final = total is not None and done == total
+        if self.store is None or (
+            last is not None and now - last < PROGRESS_INTERVAL_S and not final
+        ):
+            return False
+        report = {"done": done, "total": total, "updated_at": utcnow()}
+        if message is not None:
+            report["message"] = str(message)[:PROGRESS_MESSAGE_MAX]
+        self._progress_written[:] = [now]
+        try:
+            return self.store.progress(self.job_id, self.attempt, report)
+        except RedisError as exc:
+            logger.warning("could not record progress of job %s: %s", self.job_id, exc)
+            return False
 
     def http_client(self) -> "AbstractContextManager[httpx.Client]":
         """``with context.http_client() as client``: the shared pool, or a client of its own."""

@@ -30,8 +30,14 @@ EFFECTS_KEY = "taskplane:diagnostics:effects"
 
 
 def sleep(payload: SleepPayload, context: JobContext) -> dict[str, Any]:
-    """Sleep, then produce one observable effect, guarded like a real side effect."""
-    time.sleep(payload.seconds)
+    """Sleep (reporting progress in ``steps``), then produce one observable effect,
+    guarded like a real side effect."""
+    if payload.steps:
+        for step in range(1, payload.steps + 1):
+            time.sleep(payload.seconds / payload.steps)
+            context.progress(step, payload.steps, message=f"step {step} of {payload.steps}")
+    else:
+        time.sleep(payload.seconds)
     if payload.effect and context.store is not None:
         store = context.store
 

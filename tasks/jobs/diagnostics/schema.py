@@ -27,6 +27,9 @@ class SleepPayload(BaseModel):
     effect_s: float = Field(
         default=0, ge=0, le=60, description="how long the side effect itself takes, under its claim"
     )
+    steps: int = Field(
+        default=0, ge=0, le=10_000, description="report progress this many times while sleeping"
+    )
 
 
 class FailPayload(BaseModel):
