@@ -2,7 +2,8 @@
 
 Each system's rounds run alone (phases take turns), so the CPU that
 RabbitMQ's and Redis's processes used during a round is that system's too.
-Read from /proc (utime + stime of each process and its live descendants), so
+Read from /proc (utime + stime of each process and its live descendants, plus
+what their reaped children used), so
 it costs nothing while the round runs.
 """
 
@@ -25,11 +26,17 @@ def _stat_fields(pid: int) -> list[str] | None:
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` so far (0 when it is gone)."""
+    """utime + stime of ``pid`` so far, with its reaped children's (0 when it is gone).
+
+    The children's share (cutime + cstime) keeps a group's sum from falling
+    when a child seen in one snapshot has exited by the next: Redis's
+    BGSAVE/AOF-rewrite forks and RabbitMQ's short-lived helpers did that, and
+    the table printed negative milliseconds per job.
+    """
     fields = _stat_fields(pid)
     if fields is None:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    return sum(int(value) for value in fields[11:15]) / TICKS
 
 
 def descendants(pid: int) -> list[int]:
