@@ -684,8 +684,8 @@ def cpu_lines(results: dict[str, Any]) -> list[str]:
     header = ["CPU ms per job, end to end", *CPU_PARTS, "total"]
     return [
         *columns(header, rows),
-        "(utime+stime from /proc over the rounds; RabbitMQ and Redis serve one system at a "
-        "time; the load generator and the bench's polling are not counted)",
+        "(utime+stime from /proc over the rounds, with reaped children's; RabbitMQ and Redis "
+        "serve one system at a time; the load generator and the bench's polling are not counted)",
     ]
 
 
