@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tasks.core.schedule_fire import FirePolicy, PassResult, fire, reconcile, run_pass
-from tasks.core.schedule_times import fire_job_id
+from tasks.core.schedule_times import fire_job_id, jittered
 from tasks.core.schedules import ScheduleStore, check_schedule
 from tasks.factory import TaskplaneCelery, create_celery_app
 from tasks.scheduler.lease import Lease
@@ -159,9 +159,18 @@ def test_jitter_delays_the_run_the_same_way_on_every_scheduler(
 ) -> None:
     now = datetime.now(UTC)
     since = now.replace(microsecond=0) - timedelta(seconds=1)
-    schedule_id = make(app, store, since, jitter_s=60)
+    due = since + timedelta(seconds=1)
+    # A fire whose jittered time is at most a second away runs at once (queued, not
+    # scheduled): with a random id that is about one run in thirty, so take an id
+    # whose jitter for this due time is at least 5 s.
+    schedule_id = next(
+        candidate
+        for candidate in (f"s-{uuid.uuid4().hex[:10]}" for _ in range(1000))
+        if jittered(due, 60, candidate) - due >= timedelta(seconds=5)
+    )
+    make(app, store, since, jitter_s=60, id=schedule_id)
     run_pass(app, store, store.get(schedule_id), since + timedelta(seconds=1.01), POLICY)
-    record = app.jobstore.get(fire_job_id(schedule_id, since + timedelta(seconds=1)))
+    record = app.jobstore.get(fire_job_id(schedule_id, due))
     assert record["state"] == "scheduled", record
     run_at = datetime.fromisoformat(record["scheduled_for"].replace("Z", "+00:00"))
     assert since < run_at <= since + timedelta(seconds=62)
