@@ -172,7 +172,9 @@ def cancel_workflow(workflow_id: str) -> Response:
     description=(
         "The failed steps' jobs are replayed from their dead letters (keeping their ids and "
         "history); a step that could not run (a reference that did not resolve) is tried "
-        "again. Steps that succeeded are not run again."
+        "again. Steps that succeeded are not run again. A dead letter still on its way (the "
+        "step failed a moment ago) is waited for up to 5 s; one that never comes (it was "
+        "purged) answers 503 and the workflow stays failed."
     ),
 )
 def retry_workflow(workflow_id: str) -> Response:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,11 @@ from tasks.core.workflow_spec import (
 logger = logging.getLogger("taskplane.workflows")
 
 PREFIX = "taskplane:workflow:"
+# A step's job is recorded failed (and its workflow with it) a moment before
+# its worker rejects the message into the dead-letter queue: a retry asked for
+# right after the failure waits this long for the dead letter to arrive.
+DEAD_LETTER_WAIT_S = 5.0
+DEAD_LETTER_POLL_S = 0.1
 WORKFLOW_NAMESPACE = uuid.UUID("3d0c6a52-1f4e-5b8a-9c27-6e1d4b7a2f90")
 STATES = ("running", "succeeded", "failed", "cancelled")
 
@@ -457,8 +463,6 @@ def cancel(app: Any, workflow_id: str) -> dict[str, Any]:
 @unavailable_as_one_error
 def retry(app: Any, workflow_id: str) -> dict[str, Any]:
     """Run the failed steps again (their jobs from the dead letters) and resume the workflow."""
-    from tasks.core.deadletters import replay_dead
-
     store = store_of(app)
     fields, workflow, _, failed, created = store.load(workflow_id)
     if fields.get("state") != "failed":
@@ -468,13 +472,33 @@ def retry(app: Any, workflow_id: str) -> dict[str, Any]:
         if sid in created:
             records = app.jobstore.get_many(_job_ids(app, workflow_id, step))
             dead = [r["id"] for r in records if r and r.get("state") == "failed"]
-            queue = app.job_types[step.type].queue
             if dead:
-                replay_dead(app, queue, dead)
+                _replay_dead_letters(app, app.job_types[step.type].queue, dead)
         store.clear_failure(workflow_id, sid)
     store.resume(workflow_id)
     sweep(app, workflow_id)
     return describe(app, workflow_id)
+
+
+def _replay_dead_letters(app: Any, queue: str, job_ids: list[str]) -> None:
+    """Replay the jobs' dead letters, waiting up to ``DEAD_LETTER_WAIT_S`` for late ones.
+
+    Without the wait, a retry right after the failure found no dead letter yet,
+    resumed the workflow all the same, and left it running for ever. A dead
+    letter that never comes (an operator purged it) answers 503 and leaves the
+    workflow failed, so the step is not resumed without its job.
+    """
+    from tasks.core.deadletters import replay_dead
+
+    deadline = time.monotonic() + DEAD_LETTER_WAIT_S
+    missing = job_ids
+    while True:
+        missing = replay_dead(app, queue, missing).not_found
+        if not missing:
+            return
+        if time.monotonic() >= deadline:
+            raise Unavailable(f"the dead letter of failed job {missing[0]} in {queue}.dead")
+        time.sleep(DEAD_LETTER_POLL_S)
 
 
 class WorkflowNotCancellable(Exception):

@@ -283,6 +283,30 @@ def test_a_failed_workflow_is_retried_with_200(api, http_target):
     assert {s["id"]: s for s in view["steps"]}["after"]["result"] == {"data": "yes"}
 
 
+def test_a_retry_whose_dead_letter_is_gone_answers_503_and_leaves_the_workflow_failed(
+    api, http_target
+):
+    """The retry replays the failed step's job from its dead letter, waiting a few seconds
+    for one still on its way; a dead letter that never comes (purged) must not resume the
+    workflow without its step's job, which would leave it running for ever."""
+    hook = f"{http_target.base}/hooks/sequence/{uuid.uuid4().hex}?codes=400"
+    deliver = {"id": "deliver", "type": "webhook.deliver", "payload": {"url": hook, "body": {}}}
+    created = start(api, deliver, echo("after", "yes", depends_on=["deliver"]))
+    failed = wait_for_workflow(api, created["id"], "failed")
+    job_id = {s["id"]: s for s in failed["steps"]}["deliver"]["job_id"]
+    deadline = time.monotonic() + 30
+    while (
+        api.request("DELETE", "/queues/webhooks/dead", json={"ids": [job_id]}).json()["purged"] != 1
+    ):
+        assert time.monotonic() < deadline, "the failed step's dead letter never arrived"
+        time.sleep(0.2)
+    started = time.monotonic()
+    assert_error(api.post(f"/workflows/{created['id']}/retry"), 503, "unavailable")
+    assert time.monotonic() - started < 10
+    view = api.get(f"/workflows/{created['id']}").json()
+    assert view["state"] == "failed" and view["failed_step"] == "deliver", view
+
+
 # -- outages: 503 with Retry-After, as POST /jobs -------------------------------------
 
 
