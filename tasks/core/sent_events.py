@@ -23,6 +23,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import signal
 import threading
 import time
 import weakref
@@ -106,7 +107,17 @@ class SentEvents:
             self._thread = threading.Thread(
                 target=self._run, name="taskplane-sent-events", daemon=True
             )
-            self._thread.start()
+            # The thread must never take a process-directed signal: a worker child
+            # holds SIGTERM and the soft time limit back while it records an
+            # effect (tasks/runtime/effects.deferred_signals), and the kernel would
+            # hand such a signal to any thread that does not block it, whose
+            # handler then runs in the main thread at once. A new thread
+            # inherits the mask of the thread that starts it.
+            previous = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+            try:
+                self._thread.start()
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
             atexit.register(self.close)
             self._pid = os.getpid()
 

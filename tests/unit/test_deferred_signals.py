@@ -1,5 +1,6 @@
 import os
 import signal
+from pathlib import Path
 
 from tasks.runtime.effects import deferred_signals
 
@@ -15,3 +16,20 @@ def test_a_signal_sent_inside_the_block_is_handled_only_after_it():
     finally:
         signal.signal(signal.SIGUSR1, previous)
     assert seen == ["inside", "handled", "after"]
+
+
+def test_the_sent_events_thread_takes_no_signal_a_job_holds_back():
+    """A process-directed signal goes to any thread that does not block it; the web's
+    (and a retrying worker child's) task-sent thread must block them all."""
+    from tasks.core.sent_events import SentEvents
+    from tasks.factory import create_celery_app
+
+    app = create_celery_app("testing", overrides={"broker_url": "amqp://guest:guest@127.0.0.1:9//"})
+    events = SentEvents(app, app.publisher.alarm, "test")
+    events.put([{"type": "task-sent", "uuid": "x"}])
+    status = Path(f"/proc/self/task/{events._thread.native_id}/status").read_text()
+    line = next(line for line in status.splitlines() if line.startswith("SigBlk"))
+    mask = int(line.split()[1], 16)
+    for held in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1):
+        assert mask & (1 << (held - 1)), f"the events thread takes {held.name}"
+    events.close(0.1)
