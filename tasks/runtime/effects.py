@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -142,12 +143,35 @@ class JobContext:
         return outcome
 
 
+HELD_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1)
+
+
 @contextmanager
 def deferred_signals() -> Iterator[None]:
-    """Hold SIGTERM, SIGINT, SIGQUIT and SIGUSR1 (Celery's soft time limit) until the block ends."""
-    held = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    """Hold SIGTERM, SIGINT, SIGQUIT and SIGUSR1 (Celery's soft time limit) until the block ends.
+
+    Blocking them in this thread is not enough: the kernel hands a
+    process-directed signal to any thread that does not block it (an exporter
+    or client library may have started one we do not control), and Python
+    then runs the handler in the main thread at once. So on the main thread
+    the Python handlers are also swapped for one that only notes the signal,
+    and what was noted is raised again, under the real handler, when the
+    block ends. Off the main thread Python never runs handlers, so the mask
+    alone holds.
+    """
+    previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+    noted: list[int] = []
+    handlers: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in HELD_SIGNALS:
+            # None: a handler installed outside Python, which cannot be put back.
+            if signal.getsignal(signum) is not None:
+                handlers[signum] = signal.signal(signum, lambda signum, _: noted.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
+        for signum in dict.fromkeys(noted):
+            signal.raise_signal(signum)
