@@ -43,6 +43,9 @@ class Job(BaseModel):
     )
     tags: dict[str, str] | None = None
     parent_id: str | None = None
+    callback_url: str | None = Field(
+        default=None, description="POSTed the job's view when it reaches a final state"
+    )
     progress: Progress | None = Field(
         default=None,
         description="how far the latest attempt got, as its handler reports it "

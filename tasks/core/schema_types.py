@@ -20,3 +20,18 @@ HttpUrl = Annotated[AnyHttpUrl, UrlConstraints(max_length=2048, allowed_schemes=
 SingleLine = Annotated[str, Field(pattern=r"^[^\r\n]*$")]
 HeaderName = Annotated[str, Field(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")]
 HeaderValue = Annotated[str, Field(pattern=r"^[^\r\n]*$", max_length=8192)]
+# Job tags: a small string map searched by exact pair (GET /jobs?tag=key:value).
+# Keys exclude ':' and '=' so "key:value" and the index key split unambiguously;
+# both are bounded because each pair is an index in Redis.
+MAX_TAGS = 16
+TagKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+TagValue = Annotated[str, Field(pattern=r"^[^\x00-\x1f\x7f]{1,128}$")]
+Tags = Annotated[
+    dict[TagKey, TagValue],
+    Field(
+        max_length=MAX_TAGS,
+        description=f"at most {MAX_TAGS} pairs; keys [A-Za-z0-9_.-]{{1,64}}, values 1 to 128"
+        " printable characters; searchable with GET /jobs?tag=key:value",
+        json_schema_extra={"additionalProperties": False},
+    ),
+]

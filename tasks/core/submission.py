@@ -48,6 +48,7 @@ from tasks.core.messages import job_headers
 from tasks.core.netpolicy import UrlNotAllowed, policy_for
 from tasks.core.publisher import Outgoing
 from tasks.core.registry import JobType
+from tasks.core.schema_types import HttpUrl, Tags
 from tasks.core.validation import validate_json_payload, validation_details
 
 logger = logging.getLogger("taskplane.submission")
@@ -84,6 +85,12 @@ class JobEnvelope(BaseModel):
         description=f"RFC 3339 time with offset, at most {MAX_DELAY_S // 86400} days ahead;"
         " run no sooner",
     )
+    tags: Tags | None = None
+    callback_url: HttpUrl | None = Field(
+        default=None,
+        description="when the job reaches a final state, its view is POSTed here as a "
+        "webhook.deliver job, signed with X-Taskplane-Signature",
+    )
 
     @model_validator(mode="after")
     def _one_schedule(self) -> Self:
@@ -103,6 +110,7 @@ class NewJob:
     tags: Mapping[str, str] | None = None
     parent_id: str | None = None
     workflow: str | None = None  # "<workflow>/<step>[#item]": the runtime reports back to it
+    callback_url: str | None = None  # POSTed the job's view when it reaches a final state
 
 
 @dataclass(frozen=True)
@@ -176,7 +184,24 @@ def check(app: Any, item: Any, *, job_id: str | None = None, **meta: Any) -> New
         )
     payload = check_payload(app, job_type, envelope.payload)
     run_at = _run_at(envelope.delay_s, envelope.run_at)
+    if envelope.tags:
+        meta["tags"] = {**envelope.tags, **(meta.get("tags") or {})}  # the platform's win
+    if envelope.callback_url is not None:
+        meta["callback_url"] = check_callback_url(app, str(envelope.callback_url))
     return NewJob(job_type, payload, run_at, job_id=job_id, **meta)
+
+
+def check_callback_url(app: Any, url: str) -> str:
+    """The environment's URL policy applies to callbacks as to webhook payloads."""
+    try:
+        policy_for(app.conf).check_url(url)
+    except UrlNotAllowed as exc:
+        raise InvalidJob(
+            "url_not_allowed",
+            f"callback_url is not allowed: {exc}",
+            [{"path": "callback_url", "message": str(exc), "type": "url_not_allowed"}],
+        ) from exc
+    return url
 
 
 def check_payload(app: Any, job_type: JobType, payload: Any) -> dict[str, Any]:
@@ -401,6 +426,8 @@ def _plans(jobs: Sequence[NewJob], ids: list[str], deadline: float) -> list[_Pla
             fields["parent_id"] = job.parent_id
         if job.workflow:
             fields["workflow"] = job.workflow
+        if job.callback_url:
+            fields["callback_url"] = job.callback_url
         plan = _Plan(job, job_id, fields, countdown)
         if job.job_id is not None:  # more than one producer may create this id
             plan.token = uuid.uuid4().hex
