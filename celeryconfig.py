@@ -6,6 +6,7 @@ it, so nobody has to remember a default. Secrets only come from the
 environment. Reference: https://docs.celeryq.dev/en/stable/userguide/configuration.html
 """
 
+import json
 import os
 
 # -- Where things are -------------------------------------------------------
@@ -81,6 +82,11 @@ task_track_started = True
 task_ignore_result = True
 # Results and finished job records expire after a week.
 result_expires = 7 * 24 * 3600
+# Retention per job type, in seconds, where it differs from result_expires:
+# a finished job's record and its search-index entries go together after it
+# (dead-lettered jobs stay until replayed or purged). As JSON in
+# TASKPLANE_RETENTION_S, e.g. {"diagnostics.echo": 3600, "email.send": 2592000}.
+taskplane_retention_s = json.loads(os.environ.get("TASKPLANE_RETENTION_S") or "{}")
 result_backend_transport_options = {"retry_policy": {"timeout": 5.0}}
 
 # -- Events for Flower --------------------------------------------------------
@@ -110,6 +116,14 @@ taskplane_confirm_timeout_s = float(os.environ.get("TASKPLANE_CONFIRM_TIMEOUT_S"
 # Every Redis call of the web ends within this many seconds (a frozen Redis
 # costs a request at most this, then 503); workers wait longer and retry.
 taskplane_redis_timeout_s = float(os.environ.get("TASKPLANE_REDIS_TIMEOUT_S", "1"))
+# GET /jobs/<id>?wait_s=N: how many requests of one web process may wait for
+# a job at once (each holds a thread; gunicorn.conf.py adds this many threads to
+# WEB_THREADS, so submissions keep theirs). Past it a wait answers at once.
+# 0 turns waiting off.
+taskplane_wait_slots = int(os.environ.get("TASKPLANE_WAIT_SLOTS", "64"))
+# The longest a wait lasts, in seconds: wait_s up to 30 is accepted and waits at
+# most this (lower it below a proxy's idle timeout, or for fuzzing).
+taskplane_wait_max_s = float(os.environ.get("TASKPLANE_WAIT_MAX_S", "30"))
 # A worker publishing a job's retry waits this long for the confirm (through a
 # blocked broker too); past it, the job's message goes back to its queue.
 taskplane_retry_publish_timeout_s = float(os.environ.get("TASKPLANE_RETRY_PUBLISH_TIMEOUT_S", "30"))
@@ -119,6 +133,10 @@ taskplane_retry_publish_timeout_s = float(os.environ.get("TASKPLANE_RETRY_PUBLIS
 taskplane_effect_lease_s = 30
 # How long an Idempotency-Key keeps returning the job it first created.
 taskplane_idempotency_ttl_s = 24 * 3600
+# Signs completion callbacks (X-Taskplane-Signature, HMAC-SHA256). Unset:
+# development and testing sign with a fixed, public secret; production
+# refuses jobs that name a callback_url (tasks/core/callbacks.py).
+taskplane_callback_secret = os.environ.get("TASKPLANE_CALLBACK_SECRET", "")
 # Log lines as JSON (production always; elsewhere with TASKPLANE_LOG_JSON=1).
 taskplane_log_json = os.environ.get("TASKPLANE_LOG_JSON", "") == "1"
 # RabbitMQ's management API: queue depths and consumer counts for /queues and

@@ -44,6 +44,7 @@ def create_app(
         deadletters,
         docs,
         health,
+        job_search,
         jobs,
         metrics,
         observability,
@@ -60,7 +61,8 @@ def create_app(
     health.init_app(app)
     cli.init_app(app)
     blueprints = (
-        jobs.bp,
+        jobs.bp,  # first: it registers the jobid converter the others use
+        job_search.bp,
         batch.bp,
         workflows.bp,
         deadletters.bp,

@@ -94,3 +94,28 @@ class ErrorResponse(BaseModel):
 
 class HealthStatus(BaseModel):
     status: Literal["UP", "DOWN"]
+
+
+class JobPage(BaseModel):
+    jobs: list[Job] = Field(description="newest first")
+    next_cursor: str | None = Field(description="pass as cursor for the next page; null: no more")
+
+
+class JobStats(BaseModel):
+    states: dict[str, int] = Field(description="jobs per state")
+    types: dict[str, dict[str, int]] = Field(description="per job type, jobs per state")
+    total: int
+
+
+class BulkResult(BaseModel):
+    action: Literal["cancel", "replay", "purge"]
+    dry_run: bool
+    matched: int = Field(description="jobs selected in a state the action applies to")
+    more: bool = Field(description="more jobs match the filter than one request acts on")
+    acted: int = Field(description="jobs the action was applied to (0 on a dry run)")
+    ids: list[str] = Field(description="the jobs acted on")
+    skipped: dict[str, int] = Field(
+        description="jobs not acted on, by reason: not_eligible (ids in another state), the "
+        "state a job moved to meanwhile, not_dead_lettered_yet, dead_letter_gone"
+    )
+    not_found: list[str] = Field(description="ids with no job")

@@ -8,7 +8,10 @@ previous run in ``history``) and republishes the original message with the
 same id to its queue with a publisher confirm; only then is the dead copy acked.
 """
 
+import hashlib
+import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +20,7 @@ from kombu import Connection, Message
 
 from tasks.core.errors import Unavailable, unavailable_as_one_error
 from tasks.core.queues import dead_letter_queue, dead_letter_queue_name
-from tasks.core.submission import replay
+from tasks.core.submission import replacement_message, replay
 
 logger = logging.getLogger("taskplane.deadletters")
 # Headers RabbitMQ adds when dead-lettering; a replayed message starts clean.
@@ -67,8 +70,17 @@ def list_dead(app: Any, queue: str, offset: int = 0, limit: int = 50) -> dict[st
 
 
 @unavailable_as_one_error
-def replay_dead(app: Any, queue: str, job_ids: list[str] | None = None) -> ReplayReport:
-    """Replay the listed jobs (all when None) from ``<queue>.dead`` back to ``queue``."""
+def replay_dead(
+    app: Any,
+    queue: str,
+    job_ids: list[str] | None = None,
+    payloads: Mapping[str, dict[str, Any]] | None = None,
+) -> ReplayReport:
+    """Replay the listed jobs (all when None) from ``<queue>.dead`` back to ``queue``.
+
+    A job in ``payloads`` runs again with that (already validated) payload
+    instead of its dead letter's.
+    """
     wanted = None if job_ids is None else set(job_ids)
     report = ReplayReport()
     with app.connection_for_write() as conn:
@@ -76,7 +88,7 @@ def replay_dead(app: Any, queue: str, job_ids: list[str] | None = None) -> Repla
             job_id = (message.headers or {}).get("id")
             if wanted is not None and job_id not in wanted:
                 continue  # left unacked: returns to the dead-letter queue on close
-            _replay_one(app, queue, job_id, message)
+            _replay_one(app, queue, job_id, message, (payloads or {}).get(job_id))
             report.replayed.append(job_id)
     if wanted is not None:
         report.not_found = sorted(wanted - set(report.replayed))
@@ -123,22 +135,30 @@ def _drain(conn: Connection, queue: str):  # noqa: ANN202 - generator of kombu M
         channel.close()
 
 
-def _replay_one(app: Any, queue: str, job_id: str, message: Message) -> None:
+def _replay_one(
+    app: Any, queue: str, job_id: str, message: Message, payload: dict[str, Any] | None = None
+) -> None:
     """Through the submission core: the record reset, the message confirmed, then the ack."""
     headers = {k: v for k, v in (message.headers or {}).items() if k not in _DEATH_HEADERS}
     headers["retries"] = 0
     properties = message.properties or {}
-    resent = amqp.Message(
-        message.body,
-        content_type=message.content_type,
-        content_encoding=message.content_encoding,
-        application_headers=headers,
-        delivery_mode=2,
-        correlation_id=properties.get("correlation_id", job_id),
-        reply_to=properties.get("reply_to"),
-    )
+    note = {"payload_digest": payload_digest(_payload_of(message))}
+    job_type = app.job_types.get(headers.get("task", ""))
+    if payload is not None and job_type is not None:
+        resent = replacement_message(app, job_id, job_type, payload)
+        note["payload_replaced"] = True
+    else:
+        resent = amqp.Message(
+            message.body,
+            content_type=message.content_type,
+            content_encoding=message.content_encoding,
+            application_headers=headers,
+            delivery_mode=2,
+            correlation_id=properties.get("correlation_id", job_id),
+            reply_to=properties.get("reply_to"),
+        )
     try:
-        replay(app, job_id, queue, resent)
+        replay(app, job_id, queue, resent, note)
     except Unavailable:
         # Not confirmed: put the job back among the dead, message unacked.
         store = app.jobstore
@@ -157,3 +177,20 @@ def _replay_one(app: Any, queue: str, job_id: str, message: Message) -> None:
         raise
     message.ack()
     logger.info("replayed job %s to %s", job_id, queue)
+
+
+def payload_digest(payload: Any) -> str | None:
+    """What history keeps of a run's payload: its digest, never the payload itself."""
+    if payload is None:
+        return None
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _payload_of(message: Message) -> Any:
+    """The payload of a protocol-2 task message: the first positional argument."""
+    try:
+        args = json.loads(message.body)[0]
+        return args[0] if args else None
+    except (ValueError, TypeError, IndexError, KeyError):
+        return None

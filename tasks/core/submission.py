@@ -63,7 +63,7 @@ MAX_BATCH = 1000
 # a queue refusing more) is py-amqp's MessageNacked, a plain Exception.
 PUBLISH_ERRORS = (OSError, AMQPError, MessageNacked)
 # Record fields only the core reads.
-PRIVATE_FIELDS = frozenset({"token", "publishing", "run"})
+PRIVATE_FIELDS = frozenset({"token", "publishing", "run", "retention_s"})
 # Rounds of "the racing producer gave up, create it ourselves" before giving up.
 RACE_ROUNDS = 3
 # How often a producer looks whether a racing producer's publish was confirmed.
@@ -320,7 +320,7 @@ def submit(
         repeat = _claim(app, idempotency, ids, len(jobs))
         if repeat is not None:
             return repeat
-    plans = _plans(jobs, ids, deadline)
+    plans = _plans(jobs, ids, deadline, retention_overrides(app))
     try:
         for plan, outcome in zip(
             plans,
@@ -404,7 +404,16 @@ def batch_ids(first: str, count: int) -> list[str]:
     return [first] + [str(uuid.uuid5(uuid.UUID(first), str(i))) for i in range(1, count)]
 
 
-def _plans(jobs: Sequence[NewJob], ids: list[str], deadline: float) -> list[_Plan]:
+def retention_overrides(app: Any) -> dict[str, int]:
+    """Job types whose finished records are kept longer or shorter than result_expires."""
+    default = int(app.conf.result_expires)
+    overrides = app.conf.get("taskplane_retention_s") or {}
+    return {name: int(s) for name, s in overrides.items() if int(s) != default}
+
+
+def _plans(
+    jobs: Sequence[NewJob], ids: list[str], deadline: float, retention: Mapping[str, int]
+) -> list[_Plan]:
     now = utcnow()
     deadline_ms = int((time.time() + max(deadline - time.monotonic(), 0)) * 1000)
     plans = []
@@ -428,6 +437,8 @@ def _plans(jobs: Sequence[NewJob], ids: list[str], deadline: float) -> list[_Pla
             fields["workflow"] = job.workflow
         if job.callback_url:
             fields["callback_url"] = job.callback_url
+        if job.job_type.name in retention:  # else the store's default
+            fields["retention_s"] = retention[job.job_type.name]
         plan = _Plan(job, job_id, fields, countdown)
         if job.job_id is not None:  # more than one producer may create this id
             plan.token = uuid.uuid4().hex
@@ -515,6 +526,11 @@ def _release(app: Any, idempotency: Idempotency | None, first_id: str) -> None:
         pass  # the key expires on its own; its job's tombstone frees it meanwhile
 
 
+def replacement_message(app: Any, job_id: str, job_type: JobType, payload: dict[str, Any]) -> Any:
+    """The message of a replay with a corrected payload: same job id, checked payload."""
+    return app.publisher.build(job_id, job_type.name, payload, job_headers())
+
+
 # -- continuations of existing jobs -------------------------------------------------
 
 
@@ -549,14 +565,23 @@ def publish_retry(
     )
 
 
-def replay(app: Any, job_id: str, queue: str, message: Any) -> None:
+def replay(
+    app: Any,
+    job_id: str,
+    queue: str,
+    message: Any,
+    note: dict[str, Any] | None = None,
+) -> None:
     """Send a dead-lettered job back: its record reset (history kept), its message confirmed.
 
-    ``message`` is the dead letter as an ``amqp.Message``, published as it is.
-    Raises ``Unavailable`` when it is not confirmed; the caller keeps the dead copy.
+    ``message`` is the dead letter as an ``amqp.Message``, published as it is,
+    or a new message of the same job (``replacement_message``) when the
+    operator corrected its payload. ``note`` goes into the previous run's
+    history entry. Raises ``Unavailable`` when it is not confirmed; the
+    caller keeps the dead copy.
     """
     try:
-        app.jobstore.reset_for_replay(job_id, queue)
+        app.jobstore.reset_for_replay(job_id, queue, note)
     except RedisError as exc:
         raise Unavailable("job storage", exc) from exc
     try:

@@ -33,22 +33,25 @@ class Outcome:
     seconds: float
     rejected_submits: int = 0
     reruns: int = 0
+    # Jobs whose search-index entries disagree with their records.
+    index_mismatches: int = 0
     notes: list[str] = field(default_factory=list)
 
     def row(self) -> str:
         return (
             f"{self.scenario:<28} {self.accepted:>8} {self.succeeded:>9} {self.failed:>6} "
             f"{self.lost:>4} {self.duplicated_effects:>18} {self.seconds:>8.1f} "
-            f"{self.reruns:>7} {self.rejected_submits:>6}"
+            f"{self.reruns:>7} {self.rejected_submits:>6} {self.index_mismatches:>7}"
         )
 
 
 def header() -> str:
     """The required columns, then two that show the breakage bit: jobs that ran more
-    than once (interrupted and redelivered) and submissions answered 503."""
+    than once (interrupted and redelivered) and submissions answered 503; and jobs
+    whose search-index entries disagree with their records (must be 0)."""
     return (
         f"{'scenario':<28} {'accepted':>8} {'succeeded':>9} {'failed':>6} {'lost':>4} "
-        f"{'duplicated_effects':>18} {'seconds':>8} {'reruns':>7} {'503s':>6}"
+        f"{'duplicated_effects':>18} {'seconds':>8} {'reruns':>7} {'503s':>6} {'index':>7}"
     )
 
 
@@ -164,6 +167,9 @@ def account(
         notes.append(f"effects more than once: {duplicated[:5]}")
     if submitter.given_up:
         notes.append(f"{submitter.given_up} submissions never accepted")
+    mismatched = index_mismatches(store, ids)
+    if mismatched:
+        notes.append(f"index disagrees with records: {mismatched[:5]}")
     return Outcome(
         scenario=scenario,
         accepted=len(ids),
@@ -174,10 +180,34 @@ def account(
         seconds=round(time.monotonic() - started, 1),
         rejected_submits=submitter.rejected,
         reruns=sum(1 for n in attempts(store, ids) if n > 1),
+        index_mismatches=len(mismatched),
         notes=notes + [f"not final: {lost[:5]} states {[seen.get(i) for i in lost[:5]]}"]
         if lost
         else notes,
     )
+
+
+STATES = ("queued", "scheduled", "started", "retrying", "succeeded", "failed", "cancelled")
+
+
+def index_mismatches(store: redis.Redis, ids: list[str]) -> list[str]:
+    """Jobs not in exactly their record's state index (tasks/core/jobstore, _INDEX_LIB),
+    or missing from the index of all jobs."""
+    seen = states(store, ids)
+    pipe = store.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.zscore("taskplane:ix:all", job_id)
+        for state in STATES:
+            pipe.zscore(f"taskplane:ix:state:{state}", job_id)
+    replies = pipe.execute()
+    wrong = []
+    width = 1 + len(STATES)
+    for n, job_id in enumerate(ids):
+        row = replies[n * width : (n + 1) * width]
+        indexed = {state for state, score in zip(STATES, row[1:], strict=True) if score}
+        if row[0] is None or indexed != {seen[job_id]}:
+            wrong.append(f"{job_id}: record {seen[job_id]}, indexed {sorted(indexed)}")
+    return wrong
 
 
 def sleep_jobs(count: int, seconds: float) -> list[dict[str, Any]]:

@@ -35,6 +35,7 @@ def assert_kept_promises(outcome, failed=0):
     assert outcome.lost == 0, outcome.notes
     assert outcome.duplicated_effects == 0
     assert outcome.failed == failed, outcome.notes
+    assert outcome.index_mismatches == 0, outcome.notes
 
 
 def pool_children(pid: int) -> list[int]:
