@@ -23,6 +23,7 @@ from tasks.core.schedules import ScheduleStore
 from tasks.core.telemetry import instrument_worker_process
 from tasks.core.workflows import WorkflowStore
 from tasks.runtime.deaths import DeathWatcher
+from tasks.runtime.retention import RetentionSweeper
 from tasks.runtime.switches import apply_at_worker_start, apply_worker_group
 from tasks.runtime.task import JobTask
 
@@ -132,6 +133,7 @@ def create_celery_app(
     )
     app.steps["consumer"].add(DeclareDeadLetterQueues)
     app.steps["consumer"].add(DeathWatcher)
+    app.steps["worker"].add(RetentionSweeper)
     json_lines = bool(app.conf.taskplane_log_json)
 
     def setup_logging(loglevel: Any = None, **_: Any) -> None:
