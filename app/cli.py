@@ -1,4 +1,6 @@
-"""Operators' commands: ``flask --app wsgi dead|schedule|token|workflow ...``.
+"""Operators' commands: ``flask --app wsgi dead|jobs|schedule|token|workflow ...``.
+
+``jobs list|stats|cancel|replay|purge|replay-one``: see app/jobs_cli.py.
 
 ``dead list|replay|purge QUEUE``: dead letters from a shell. ``schedule
 list|show|add|pause|resume|run|remove``: schedules, through the same operations as
@@ -247,3 +249,6 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(schedule)
     app.cli.add_command(token)
     app.cli.add_command(workflow)
+    from app.jobs_cli import jobs
+
+    app.cli.add_command(jobs)
