@@ -46,6 +46,7 @@ class Schedule(BaseModel):
     id: str
     type: str
     payload: dict[str, JsonValue]
+    tags: dict[str, str] | None = Field(default=None, description="given to every job it fires")
     cron: str | None = Field(default=None, description="cron schedules only")
     timezone: str | None = Field(default=None, description="cron schedules only")
     interval_s: float | None = Field(default=None, description="interval schedules only")

@@ -59,6 +59,8 @@ def _submission(
             "payload": payload,
             "delay_s": deepcopy(fields["delay_s"]),
             "run_at": run_at,
+            "tags": deepcopy(fields["tags"]),
+            "callback_url": deepcopy(fields["callback_url"]),
         },
         # JobEnvelope's own rule (a model validator, so not in its schema):
         # at most one of the two may be given a value.

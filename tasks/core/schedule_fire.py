@@ -177,6 +177,8 @@ def fire(app: Any, schedule: Schedule, due: datetime) -> Submitted:
     changed under a stored schedule raises InvalidJob instead of firing garbage.
     """
     envelope: dict[str, Any] = {"type": schedule.type, "payload": schedule.payload}
+    if schedule.tags:
+        envelope["tags"] = schedule.tags
     run_at = jittered(due, schedule.jitter_s, schedule.id)
     if run_at > datetime.now(UTC) + timedelta(seconds=1):
         envelope["run_at"] = rfc3339(run_at)
@@ -206,9 +208,12 @@ def run_now(app: Any, store: ScheduleStore, stored: StoredSchedule) -> Submitted
         _disable(store, schedule, exc)
         raise
     now = datetime.now(UTC)
+    envelope: dict[str, Any] = {"type": schedule.type, "payload": schedule.payload}
+    if schedule.tags:
+        envelope["tags"] = schedule.tags
     job = check(
         app,
-        {"type": schedule.type, "payload": schedule.payload},
+        envelope,
         job_id=str(uuid.uuid4()),
         tags={"schedule": schedule.id, "due_at": rfc3339(now), "trigger": "manual"},
     )

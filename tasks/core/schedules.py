@@ -49,6 +49,7 @@ from tasks.core.schedule_times import (
     check_jitter_s,
     check_window,
 )
+from tasks.core.schema_types import Tags
 from tasks.core.submission import InvalidJob, check_payload
 from tasks.core.validation import validate_json_payload, validation_details
 
@@ -81,6 +82,10 @@ class ScheduleIn(BaseModel):
     )
     type: str = Field(min_length=1, max_length=200, description="a job type, see /job-types")
     payload: dict[str, JsonValue] = Field(default_factory=dict)
+    tags: Tags | None = Field(
+        default=None,
+        description="tags of every job it fires, beside schedule and due_at (which win)",
+    )
     cron: str | None = Field(
         default=None,
         max_length=256,
@@ -110,6 +115,7 @@ class SchedulePatch(BaseModel):
 
     type: str | None = Field(default=None, min_length=1, max_length=200)
     payload: dict[str, JsonValue] | None = None
+    tags: Tags | None = None
     cron: str | None = Field(default=None, max_length=256)
     interval_s: float | None = None
     timezone: str | None = None
@@ -138,10 +144,13 @@ class Schedule:
     jitter_s: float = 0.0
     start_at: datetime | None = None
     end_at: datetime | None = None
+    tags: dict[str, str] | None = None
 
     def as_fields(self) -> dict[str, Any]:
         """The definition as JSON fields (stored, returned, compared)."""
         fields: dict[str, Any] = {"id": self.id, "type": self.type, "payload": self.payload}
+        if self.tags:
+            fields["tags"] = dict(self.tags)
         fields.update(self.cadence.as_fields())
         fields.update(
             missed=self.missed,
@@ -277,6 +286,7 @@ def _build(app: Any, fields: dict[str, Any]) -> Schedule:
         jitter_s=jitter,
         start_at=start,
         end_at=end,
+        tags=fields.get("tags") or None,
     )
 
 
@@ -296,6 +306,7 @@ def from_fields(fields: Mapping[str, Any]) -> Schedule:
         jitter_s=float(fields.get("jitter_s") or 0),
         start_at=_datetime(fields.get("start_at")),
         end_at=_datetime(fields.get("end_at")),
+        tags=fields.get("tags") or None,
     )
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
+from tasks.core.schema_types import Tags
 from tasks.core.submission import InvalidJob, check_payload
 from tasks.core.validation import validate_json_payload, validation_details
 
@@ -62,6 +63,10 @@ class StepIn(BaseModel):
     continue_on_failure: bool = Field(
         default=False, description="when it fails, the steps after it still run"
     )
+    tags: Tags | None = Field(
+        default=None,
+        description="tags of the step's jobs, beside workflow, step and item (which win)",
+    )
 
 
 class WorkflowIn(BaseModel):
@@ -84,6 +89,7 @@ class Step:
     depends_on: tuple[str, ...] = ()
     map: dict[str, Any] | None = None
     continue_on_failure: bool = False
+    tags: dict[str, str] | None = None
 
     def as_fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {
@@ -96,6 +102,8 @@ class Step:
             fields["map"] = self.map
         if self.continue_on_failure:
             fields["continue_on_failure"] = True
+        if self.tags:
+            fields["tags"] = dict(self.tags)
         return fields
 
 
@@ -121,6 +129,7 @@ def from_fields(steps: list[dict[str, Any]]) -> Workflow:
             depends_on=tuple(s.get("depends_on") or ()),
             map=s.get("map"),
             continue_on_failure=bool(s.get("continue_on_failure")),
+            tags=s.get("tags") or None,
         )
         for s in steps
     }
@@ -158,6 +167,7 @@ def check_workflow(app: Any, data: Any) -> Workflow:
                 depends_on=tuple(dict.fromkeys(step.depends_on)),
                 map=step.map,
                 continue_on_failure=step.continue_on_failure,
+                tags=step.tags or None,
             ),
         )
     if problems:

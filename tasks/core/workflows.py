@@ -346,7 +346,7 @@ def _plan(app: Any, workflow_id: str, step: Step, results: dict[str, Any]) -> li
         payload = resolve(step.payload, results)
         job = check(
             app,
-            {"type": step.type, "payload": payload},
+            _envelope(step, payload),
             job_id=step_job_id(workflow_id, step.id),
             tags=tags,
         )
@@ -362,12 +362,19 @@ def _plan(app: Any, workflow_id: str, step: Step, results: dict[str, Any]) -> li
         payload = resolve(step.payload, results, item)
         job = check(
             app,
-            {"type": step.type, "payload": payload},
+            _envelope(step, payload),
             job_id=step_job_id(workflow_id, step.id, index),
             tags={**tags, "item": str(index)},
         )
         jobs.append(_with_ref(job, StepRef(workflow_id, step.id, index)))
     return jobs
+
+
+def _envelope(step: Step, payload: Any) -> dict[str, Any]:
+    envelope = {"type": step.type, "payload": payload}
+    if step.tags:
+        envelope["tags"] = step.tags
+    return envelope
 
 
 def _with_ref(job: NewJob, ref: StepRef) -> NewJob:

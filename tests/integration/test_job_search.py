@@ -339,3 +339,41 @@ def wait_history(api: httpx.Client, job_id: str, runs: int, timeout: float = 30)
 def digest(payload: dict) -> str:
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def test_schedules_and_workflow_steps_pass_their_tags_to_their_jobs(api: httpx.Client) -> None:
+    run = run_tag()
+    started = api.post(
+        "/workflows",
+        json={
+            "steps": [{"id": "a", "type": "diagnostics.echo", "tags": {"run": run, "step": "x"}}]
+        },
+    )
+    assert started.status_code == 202, started.text
+    schedule_id = f"tags-{run}"
+    created = api.post(
+        "/schedules",
+        json={
+            "id": schedule_id,
+            "type": "diagnostics.echo",
+            "interval_s": 3600,
+            "enabled": False,
+            "tags": {"run": run},
+        },
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["tags"] == {"run": run}
+    try:
+        assert api.post(f"/schedules/{schedule_id}/run").status_code in (200, 202)
+        deadline = time.monotonic() + 20
+        while len(jobs := listing(api, tag=f"run:{run}")) < 2:
+            assert time.monotonic() < deadline, jobs
+            time.sleep(0.1)
+    finally:
+        api.delete(f"/schedules/{schedule_id}")
+    by_origin = {("workflow" in j["tags"]): j["tags"] for j in jobs}
+    step_tags = by_origin[True]
+    assert step_tags["run"] == run and step_tags["step"] == "a", "the platform's tags win"
+    assert step_tags["workflow"] == started.json()["id"]
+    fired = by_origin[False]
+    assert fired["run"] == run and fired["schedule"] == schedule_id and fired["trigger"] == "manual"
