@@ -1,14 +1,25 @@
 """gunicorn settings for the web process (https://docs.gunicorn.org/en/stable/settings.html)."""
 
+import importlib
 import os
+import signal
+
+from config import config_module
 
 # Loopback unless told otherwise: containers set TASKPLANE_BIND=0.0.0.0:8000.
 bind = [os.environ.get("TASKPLANE_BIND", "127.0.0.1:8000")]
 # Threads overlap the wait for publisher confirms; two processes use both cores.
 worker_class = "gthread"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("WEB_THREADS", "4"))
-# A request never waits on a job; 30 s covers a broker that answers slowly.
+# WEB_THREADS serve requests; each of the taskplane_wait_slots (TASKPLANE_WAIT_SLOTS)
+# gets a thread on top, since a GET /jobs/<id>?wait_s=N holds its thread while it
+# waits: with every slot taken, submissions still have WEB_THREADS threads. Read
+# from the environment's config module, the one the app reads (app/waits.py).
+threads = int(os.environ.get("WEB_THREADS", "4")) + max(
+    0, int(importlib.import_module(config_module()).taskplane_wait_slots)
+)
+# 30 s covers a broker that answers slowly (and a job wait: SIGTERM ends those
+# at once, see post_worker_init).
 timeout = 30
 # SIGTERM: stop accepting, finish in-flight requests for up to this long.
 graceful_timeout = 30
@@ -41,3 +52,20 @@ def child_exit(server, worker):  # noqa: ANN001, ANN201 - gunicorn hook signatur
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker):  # noqa: ANN001, ANN201 - gunicorn hook signature
+    """SIGTERM also ends the worker's job waits at once (app/waits.py), so a
+    stopping worker answers its waiters instead of holding them (and itself) for
+    up to graceful_timeout."""
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def stop(signum, frame):  # noqa: ANN001, ANN202 - signal handler signature
+        from app.waits import stop_all
+
+        stop_all()
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.siginterrupt(signal.SIGTERM, False)  # as gunicorn set it

@@ -6,10 +6,12 @@ Cancelling is ``POST /jobs/<id>/cancel``: the job stays readable afterwards
 deprecated, for existing clients.
 """
 
+import math
+import re
 import uuid
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from redis.exceptions import RedisError
 from werkzeug.routing import BaseConverter
 
@@ -21,6 +23,7 @@ from app.models import Job, JobTypeList
 from app.operations import BAD_BODY, UNAVAILABLE, Body, Param, Reply, operation
 from app.schemas import IDEMPOTENCY_KEY, submission
 from app.submit import accept, checked, idempotency_from, unavailable
+from app.waits import NO_SLOT, STOPPED, STORAGE_LOST, JobWaits, job_waits
 from tasks.core.jobstore import FINAL_STATES
 from tasks.core.submission import check
 
@@ -125,15 +128,84 @@ def _location(record: dict[str, Any]) -> str:
     return url_for("jobs.get_job", job_id=record["id"])
 
 
+WAIT_S_MAX = 30
+# A decimal number (float() alone would take "1_0", " 1" and "infinity").
+NUMBER = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+WAIT_HEADER = "Taskplane-Wait"
+WAIT_S = Param(
+    "wait_s",
+    "query",
+    {"type": "number", "exclusiveMinimum": 0, "maximum": WAIT_S_MAX},
+    "wait up to this many seconds for the job to reach a final state (succeeded, failed, "
+    "cancelled), then answer; the job as it is once the wait ends",
+)
+
+
 @bp.get("/jobs/<jobid:job_id>")
 @operation(
     "getJob",
     "A job's state, result and history",
-    {200: Reply("the job", Job), 404: UNKNOWN_JOB, 503: UNAVAILABLE},
-    params=(JOB_ID,),
+    {
+        200: Reply(
+            "the job (with wait_s: once it is final, or as it is when the wait ended)",
+            Job,
+            headers={
+                WAIT_HEADER: {
+                    "description": "with wait_s only: final (the job is final), timeout "
+                    "(the wait ended first) or unavailable (not waited: no wait slot was "
+                    "free, or the server is stopping; ask again)",
+                    "schema": {"type": "string", "enum": ["final", "timeout", "unavailable"]},
+                }
+            },
+        ),
+        400: Reply("wait_s is not a number in (0, 30] (invalid_parameter)"),
+        404: UNKNOWN_JOB,
+        503: UNAVAILABLE,
+    },
+    params=(JOB_ID, WAIT_S),
+    description=(
+        "With wait_s, the answer comes as soon as the job is final (within about 50 ms), "
+        "or when wait_s seconds have passed (TASKPLANE_WAIT_MAX_S may end waits sooner), "
+        "with the job as it is then; Taskplane-Wait says which. Each web process lets "
+        "TASKPLANE_WAIT_SLOTS requests wait at once; past that a wait answers at once "
+        "(Taskplane-Wait: unavailable) rather than queue. A 503 during a wait means job "
+        "storage stopped answering."
+    ),
 )
-def get_job(job_id: str) -> Response:
-    return jsonify(job_view(load_job(job_id)))
+def get_job(job_id: str) -> Response | tuple[Response, int, dict[str, str]]:
+    wait_s = _wait_arg()
+    record = load_job(job_id)
+    if wait_s is None:
+        return jsonify(job_view(record))
+    if record["state"] not in FINAL_STATES:
+        conf = celery_app().conf
+        waits = job_waits(current_app.extensions, _make_waits)
+        outcome = waits.wait(job_id, min(wait_s, float(conf.taskplane_wait_max_s)))
+        if outcome == STORAGE_LOST:
+            raise unavailable("job storage")
+        if outcome == NO_SLOT:
+            return jsonify(job_view(record)), 200, {WAIT_HEADER: "unavailable"}
+        record = load_job(job_id)
+        if outcome == STOPPED and record["state"] not in FINAL_STATES:
+            return jsonify(job_view(record)), 200, {WAIT_HEADER: "unavailable"}
+    done = "final" if record["state"] in FINAL_STATES else "timeout"
+    return jsonify(job_view(record)), 200, {WAIT_HEADER: done}
+
+
+def _wait_arg() -> float | None:
+    """wait_s as a number in (0, WAIT_S_MAX], or None when absent; else 400."""
+    raw = request.args.get("wait_s")
+    if raw is None:
+        return None
+    value = float(raw) if NUMBER.fullmatch(raw) else math.nan
+    if not 0 < value <= WAIT_S_MAX:  # NaN and 1e999 (inf) fail too
+        raise ApiError(400, "invalid_parameter", f"wait_s must be a number in (0, {WAIT_S_MAX}]")
+    return value
+
+
+def _make_waits() -> JobWaits:
+    celery = celery_app()
+    return JobWaits(celery.jobstore.redis, int(celery.conf.taskplane_wait_slots))
 
 
 CANCEL_REPLIES = {

@@ -725,6 +725,9 @@ def format_table(results: dict[str, Any], targets: Sequence[Target] | None = Non
     backlog = lookup(results, "taskplane.backlog") or {}
     if backlog.get("empty") or backlog.get("full"):
         lines += ["", *backlog_section(backlog)]
+    waiters = lookup(results, "taskplane.waiters") or {}
+    if waiters.get("none") or waiters.get("loaded"):
+        lines += ["", *waiters_section(waiters)]
     memory = lookup(results, "taskplane.memory") or {}
     if memory:
         lines += ["", *memory_lines(memory)]
@@ -766,3 +769,31 @@ def backlog_section(backlog: dict[str, Any]) -> list[str]:
     )
     header = ["figure", "empty", waiting, "backlog/empty"]
     return [intro, *columns(header, backlog_rows(backlog))]
+
+
+def waiters_section(waiters: dict[str, Any]) -> list[str]:
+    """Submit c16 with nobody waiting vs with W requests waiting (GET /jobs/<id>?wait_s=30)."""
+    count = waiters.get("count", "?")
+    intro = (
+        f"waiters (Taskplane, no-op job, no worker running): submit c16 with none vs {count} "
+        f"requests waiting on a job (wait slots {waiters.get('slots_per_process', '?')} per web "
+        f"process; answers {waiters.get('answers') or {}}, woken by the cancel within "
+        f"{format_value(waiters.get('woken_max_ms'), 'ms')} ms)"
+    )
+    rows = []
+    for label, path, kind in (
+        ("submit c16 (req/s)", "submit_c16.rps", "rate"),
+        ("submit c16 p50 (ms)", "submit_c16.p50_ms", "ms"),
+        ("submit c16 p99 (ms)", "submit_c16.p99_ms", "ms"),
+    ):
+        none, loaded = lookup(waiters, f"none.{path}"), lookup(waiters, f"loaded.{path}")
+        cells = [format_value(none, kind), format_value(loaded, kind)]
+        rows.append([label, *cells, format_value(ratio(loaded, none), "x")])
+    rss = waiters.get("rss_mb") or {}
+    none_mb, loaded_mb = rss.get("none"), rss.get("loaded")
+    rows.append(
+        ["web worker RSS (MB)", format_value(none_mb, "mb"), format_value(loaded_mb, "mb"),
+         format_value(ratio(loaded_mb, none_mb), "x")]
+    )  # fmt: skip
+    header = ["figure", "no waiter", f"{count} waiting", "waiting/none"]
+    return [intro, *columns(header, rows)]

@@ -58,6 +58,10 @@ machine lands on all of them rather than skewing one ratio:
    drain over the first N finishes of the backlog), and empty again, the two
    empty rounds merged. Memory per job on the way: Redis per queued and per
    finished job record, RabbitMQ's quorum queue and node per waiting message.
+9. waiters, Taskplane only (bench/waiters.py): submit c16 over N jobs, no
+   worker running, with no request waiting, then with 300 ``GET
+   /jobs/<id>?wait_s=30`` waiting on a queued job, then none again; the web's
+   RSS each time and how many waiters got a wait slot.
 
 Results: the table on stdout, bench/out/results.json and bench/out/bench.png.
 """
@@ -83,7 +87,7 @@ import httpx
 import redis
 
 from bench import backlog as backlog_growth
-from bench import ceiling, loadgen
+from bench import ceiling, loadgen, waiters
 from bench.harness import (
     BATCH_SIZE,
     JSON_HEADERS,
@@ -583,6 +587,11 @@ def run_systems(
             timeouts,
             recorder,
         ),
+    )
+    log(f"waiters: Taskplane submit c16 with none and {waiters.WAITERS} requests waiting on a job")
+    recorder.attempt(
+        "taskplane waiters",
+        partial(waiters.waiters_phase, services, taskplane, options.jobs, timeouts, recorder),
     )
     log("stopping")
     for stack in stacks:
