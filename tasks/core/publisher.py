@@ -10,8 +10,12 @@ see README "Benchmark") put ~35% of its CPU there.
 So the web publishes itself, on py-amqp directly (neither Celery nor kombu
 offers pipelined confirms or a confirm-mode channel kept per thread):
 
-* each thread keeps a *lane*: one broker connection with a confirm-mode
-  channel for jobs, so threads wait for their confirms side by side;
+* a publish takes a *lane*: one broker connection with a confirm-mode
+  channel for jobs, so threads wait for their confirms side by side. Lanes
+  are pooled per process, most recently used first, and at most
+  ``IDLE_LANES`` are kept idle: connections follow how many publishes run at
+  once, not how many threads the web has (gunicorn gives wait slots threads
+  of their own, app/waits.py);
 * a batch goes out on the lane in a few large writes and is confirmed once for all;
 * job messages are built by Celery (``app.amqp.as_task_v2``) or derived from
   one it built (tasks/core/message_template), so workers and Flower see
@@ -68,6 +72,9 @@ from tasks.core.queues import JOB_EXCHANGE
 from tasks.core.sent_events import SentEvents
 
 logger = logging.getLogger("taskplane.publisher")
+# Lanes a process keeps idle between publishes; more than this many publishing
+# at once open more, closed again when they are done.
+IDLE_LANES = 8
 
 # A dead or closed connection, a missing confirm (ConfirmTimeout is an OSError)
 # or a message the broker could not route (the queue was deleted): worth one
@@ -116,7 +123,8 @@ class JobPublisher:
         self.alarm = alarm if alarm is not None else BrokerAlarm()
         # The web watches for alarms; without a watch, nobody would clear one.
         self.watch = watch
-        self._local = threading.local()
+        self._idle: list[_Lane] = []
+        self._idle_lock = threading.Lock()
         self._pid = os.getpid()
         self.hostname = anon_nodename()
         # Read once: Celery's settings lookups were a tenth of a batch's time.
@@ -256,27 +264,30 @@ class JobPublisher:
         first_deadline = deadline if wait_when_blocked else started + timeout_s * 2 / 3
         lane = None
         try:
-            lane = self._lane(first_deadline, wait_when_blocked)
+            lane = self._take(first_deadline, wait_when_blocked)
             lane.publish(messages, first_deadline)
         except BrokerBlocked:
-            self._drop_lane()
+            _discard(lane)
             raise
         except RETRYABLE_ERRORS as exc:
             blocked = lane is not None and lane.connection.blocked_reason is not None
-            self._drop_lane()
+            _discard(lane)
             if blocked:  # a fresh connection would be blocked too
                 raise BrokerBlocked(lane.connection.blocked_reason or "blocked") from exc
             if deadline - time.monotonic() < MIN_RETRY_S:
                 raise
             logger.info("publish failed on a kept connection, retrying on a fresh one: %r", exc)
+            lane = None
             try:
-                self._lane(deadline, wait_when_blocked).publish(messages, deadline)
+                lane = self._take(deadline, wait_when_blocked, fresh=True)
+                lane.publish(messages, deadline)
             except BaseException:
-                self._drop_lane()
+                _discard(lane)
                 raise
         except BaseException:
-            self._drop_lane()
+            _discard(lane)
             raise
+        self._give_back(lane)
         if self._sent_events:
             self._announce(messages)
 
@@ -287,20 +298,26 @@ class JobPublisher:
         except Exception as exc:  # noqa: BLE001 - events are optional; jobs are not
             logger.warning("task-sent events not queued: %r", exc)
 
-    def _lane(self, deadline: float, wait_when_blocked: bool) -> _Lane:
-        if self._pid != os.getpid():  # forked: never share a socket with the parent
-            self._local, self._pid = threading.local(), os.getpid()
-        lane = getattr(self._local, "lane", None)
+    def _take(self, deadline: float, wait_when_blocked: bool, fresh: bool = False) -> _Lane:
+        """An idle lane (the most recently used: its connection is the likeliest alive), or a
+        new one; the caller gives it back after a publish that went well, or discards it."""
+        lane = None
+        with self._idle_lock:
+            if self._pid != os.getpid():  # forked: never share a socket with the parent
+                self._idle, self._pid = [], os.getpid()
+            if self._idle and not fresh:
+                lane = self._idle.pop()
         if lane is None:
-            lane = self._local.lane = _Lane(self, deadline)
+            lane = _Lane(self, deadline)
         lane.connection.raise_when_blocked = not wait_when_blocked
         return lane
 
-    def _drop_lane(self) -> None:
-        lane = getattr(self._local, "lane", None)
-        self._local.lane = None
-        if lane is not None:
-            lane.connection.abort()
+    def _give_back(self, lane: _Lane) -> None:
+        with self._idle_lock:
+            if len(self._idle) < IDLE_LANES and self._pid == os.getpid():
+                self._idle.append(lane)
+                return
+        lane.connection.abort()
 
     def ensure_delayed_delivery(self, connection: BoundedConnection) -> None:
         """Declare Celery's native delayed-delivery exchanges once per process.
@@ -315,6 +332,12 @@ class JobPublisher:
             queue(connection.channel()).declare()
             bind_queue_to_native_delayed_delivery_exchange(connection, queue)
         self._delayed_ready = True
+
+
+def _discard(lane: _Lane | None) -> None:
+    """Drop a lane that failed: its socket closed at once, never waited on."""
+    if lane is not None:
+        lane.connection.abort()
 
 
 class _Lane:

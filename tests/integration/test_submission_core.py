@@ -195,3 +195,28 @@ def test_a_producer_that_gave_up_leaves_the_id_to_the_next_one(core: Core):
     assert time.monotonic() - started >= 0.4, "it did not wait for the racing producer"
     assert submitted.created and submitted.record["id"] == job_id
     run_once_and_check(core, job_id)
+
+
+def test_publishes_share_pooled_lanes_rather_than_one_per_thread(core: Core):
+    """Connections follow concurrent publishes, not threads: the web's wait slots add
+    threads that must not each keep a broker connection (tasks/core/publisher.py)."""
+    from tasks.core.publisher import IDLE_LANES
+
+    publisher = core.app.publisher
+    for _ in range(12):  # one after another, each from a new thread
+        thread = threading.Thread(target=submit_once, args=(core.app, str(uuid.uuid4())))
+        thread.start()
+        thread.join(30)
+    assert len(publisher._idle) == 1, "sequential publishes from many threads reuse one lane"
+    barrier = threading.Barrier(IDLE_LANES + 4)
+
+    def together() -> None:
+        barrier.wait(10)
+        submit_once(core.app, str(uuid.uuid4()))
+
+    threads = [threading.Thread(target=together) for _ in range(IDLE_LANES + 4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert 1 <= len(publisher._idle) <= IDLE_LANES
