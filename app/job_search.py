@@ -8,7 +8,7 @@ calls too.
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
@@ -23,7 +23,7 @@ from app.submit import checked, refuse_while_blocked, unavailable
 from tasks.core import bulk_actions, job_search
 from tasks.core.errors import Unavailable
 from tasks.core.job_search import MAX_LIMIT, STATES, TAG_FILTER, InvalidCursor, JobFilter
-from tasks.core.validation import validation_details
+from tasks.core.validation import validate_json_payload, validation_details
 
 bp = Blueprint("job_search", __name__)
 T = TypeVar("T")
@@ -31,30 +31,70 @@ UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0
 FILTER_PARAMS = ("state", "type", "queue", "created_after", "created_before")
 
 
+UuidText = Annotated[str, Field(pattern=UUID_PATTERN)]
+
+
 class BulkRequest(BaseModel):
-    """Which jobs: a list of ids, or a filter (the search's parameters as a JSON object)."""
+    """Which jobs: a list of ids, or a filter (the search's parameters as a JSON object).
+
+    Neither may be null: the published schema (``bulk_body``) says "exactly one
+    of the two", which JSON Schema can state only for keys that are present.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    ids: list[str] | None = Field(
-        default=None,
+    ids: list[UuidText] = Field(
+        default=None,  # type: ignore[assignment]
         min_length=1,
         max_length=bulk_actions.MAX_BULK,
-        description=f"job ids, at most {bulk_actions.MAX_BULK}",
-        json_schema_extra={"items": {"type": "string", "pattern": UUID_PATTERN}},
     )
-    filter: JobFilter | None = Field(
-        default=None,
-        description="the search's filters; the action applies to at most "
-        f"{bulk_actions.MAX_BULK} matching jobs per request (more: true says there are others)",
-    )
-    dry_run: bool = Field(default=False, description="only count what would be touched")
+    filter: JobFilter = Field(default=None)  # type: ignore[assignment]
+    dry_run: bool = False
 
     @model_validator(mode="after")
     def _one_selection(self) -> "BulkRequest":
         if (self.ids is None) == (self.filter is None):
             raise ValueError("give exactly one of 'ids' or 'filter'")
         return self
+
+
+def bulk_body(action: str) -> Callable[[Any], dict[str, Any]]:
+    """The body of POST /jobs/<action>: the filter's state limited to what the action takes."""
+
+    def build(context: Any) -> dict[str, Any]:
+        del context
+        job_filter = JobFilter.model_json_schema(mode="validation")
+        job_filter.pop("title", None)
+        states = list(bulk_actions.ACTION_STATES[action])
+        job_filter["properties"]["state"] = {
+            "anyOf": [{"type": "string", "enum": states}, {"type": "null"}],
+            "default": None,
+            "description": f"one of the states {action} applies to; none: all of them",
+        }
+        job_filter["description"] = "the search's filters (GET /jobs); tag is a list"
+        return {
+            "type": "object",
+            "title": f"Bulk {action}",
+            "additionalProperties": False,
+            "properties": {
+                "ids": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": bulk_actions.MAX_BULK,
+                    "items": {"type": "string", "pattern": UUID_PATTERN},
+                    "description": f"job ids, at most {bulk_actions.MAX_BULK}",
+                },
+                "filter": job_filter,
+                "dry_run": {
+                    "type": "boolean",
+                    "default": False,
+                    "description": "only count what would be touched",
+                },
+            },
+            "oneOf": [{"required": ["ids"]}, {"required": ["filter"]}],
+        }
+
+    return build
 
 
 class ReplayRequest(BaseModel):
@@ -73,7 +113,7 @@ def _query_filter() -> JobFilter:
     if tags:
         values["tag"] = tags
     try:
-        return JobFilter.model_validate(values)
+        return validate_json_payload(JobFilter, values)  # type: ignore[return-value]
     except ValidationError as exc:
         raise ApiError(
             400, "invalid_parameter", "a filter parameter is invalid", validation_details(exc)
@@ -186,13 +226,12 @@ def job_stats() -> Response:
 def _bulk(action: str) -> Response:
     body = read_json_object(request)
     try:
-        wanted = BulkRequest.model_validate(body)
+        wanted = validate_json_payload(BulkRequest, body)
     except ValidationError as exc:
         raise ApiError(
             422, "validation_failed", "the request body is invalid", validation_details(exc)
         ) from exc
-    if wanted.ids is not None and any(not _is_uuid(i) for i in wanted.ids):
-        raise ApiError(422, "validation_failed", "ids must be job ids (UUIDs)")
+    assert isinstance(wanted, BulkRequest)
     if action == "replay" and not wanted.dry_run:
         refuse_while_blocked(celery_app())
     report = _run(
@@ -216,7 +255,7 @@ def _bulk_operation(action: str, summary: str, description: str) -> Callable[[T]
             ),
             503: UNAVAILABLE,
         },
-        body=Body(BulkRequest),
+        body=Body(bulk_body(action)),
         description=description,
     )
 
@@ -281,7 +320,8 @@ def replay_job(job_id: str) -> Response:
     payload = None
     if request.get_data(cache=True):
         try:
-            payload = ReplayRequest.model_validate(read_json_object(request)).payload
+            wanted = validate_json_payload(ReplayRequest, read_json_object(request))
+            payload = wanted.payload  # type: ignore[attr-defined]
         except ValidationError as exc:
             raise ApiError(
                 422, "validation_failed", "the request body is invalid", validation_details(exc)

@@ -44,6 +44,9 @@ def fuzz_stack(platform: Platform, env: dict[str, str]) -> Iterator[tuple[object
         "CELERY_RESULT_BACKEND": backend,
         **{name: nowhere for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")},
         "NO_PROXY": "",
+        # A followed Location may be a long or scheduled job: a fuzzed wait_s
+        # up to 30 would hold the run 30 s per request.
+        "TASKPLANE_WAIT_MAX_S": "1",
         **env,
     }
     if "TASKPLANE_API_TOKENS" not in env:
