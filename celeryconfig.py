@@ -120,7 +120,7 @@ taskplane_redis_timeout_s = float(os.environ.get("TASKPLANE_REDIS_TIMEOUT_S", "1
 # a job at once (each holds a thread; gunicorn.conf.py adds this many threads to
 # WEB_THREADS, so submissions keep theirs). Past it a wait answers at once.
 # 0 turns waiting off.
-taskplane_wait_slots = int(os.environ.get("TASKPLANE_WAIT_SLOTS", "32"))
+taskplane_wait_slots = int(os.environ.get("TASKPLANE_WAIT_SLOTS", "64"))
 # The longest a wait lasts, in seconds: wait_s up to 30 is accepted and waits at
 # most this (lower it below a proxy's idle timeout, or for fuzzing).
 taskplane_wait_max_s = float(os.environ.get("TASKPLANE_WAIT_MAX_S", "30"))
