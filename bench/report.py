@@ -731,6 +731,11 @@ def format_table(results: dict[str, Any], targets: Sequence[Target] | None = Non
     memory = lookup(results, "taskplane.memory") or {}
     if memory:
         lines += ["", *memory_lines(memory)]
+    job_memory = lookup(results, "taskplane.job_memory") or {}
+    if job_memory:
+        from bench.job_memory import lines as job_memory_lines
+
+        lines += job_memory_lines(job_memory)
     cpu = cpu_lines(results)
     if cpu:
         lines += ["", *cpu]

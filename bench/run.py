@@ -62,6 +62,9 @@ machine lands on all of them rather than skewing one ratio:
    worker running, with no request waiting, then with 300 ``GET
    /jobs/<id>?wait_s=30`` waiting on a queued job, then none again; the web's
    RSS each time and how many waiters got a wait slot.
+10. job memory, Taskplane only (bench/job_memory.py): Redis per finished job,
+   record and search indexes apart, with 100,000 jobs (10,000 with --quick)
+   made by the job store's own scripts, with two tags each and without.
 
 Results: the table on stdout, bench/out/results.json and bench/out/bench.png.
 """
@@ -87,7 +90,7 @@ import httpx
 import redis
 
 from bench import backlog as backlog_growth
-from bench import ceiling, loadgen, waiters
+from bench import ceiling, job_memory, loadgen, waiters
 from bench.harness import (
     BATCH_SIZE,
     JSON_HEADERS,
@@ -592,6 +595,17 @@ def run_systems(
     recorder.attempt(
         "taskplane waiters",
         partial(waiters.waiters_phase, services, taskplane, options.jobs, timeouts, recorder),
+    )
+    jobs = job_memory.QUICK_JOBS if options.quick else job_memory.JOBS
+    log(f"job memory: Redis per finished job with {jobs:,} jobs (record and indexes)")
+    recorder.attempt(
+        "taskplane job memory",
+        partial(
+            job_memory.job_memory_phase,
+            services,
+            jobs,
+            results.setdefault("taskplane", {}).setdefault("job_memory", {}),
+        ),
     )
     log("stopping")
     for stack in stacks:
