@@ -193,6 +193,9 @@ def check(app: Any, item: Any, *, job_id: str | None = None, **meta: Any) -> New
 
 def check_callback_url(app: Any, url: str) -> str:
     """The environment's URL policy applies to callbacks as to webhook payloads."""
+    from tasks.core.callbacks import check_configured  # it imports this module
+
+    check_configured(app)  # production without TASKPLANE_CALLBACK_SECRET: refused
     try:
         policy_for(app.conf).check_url(url)
     except UrlNotAllowed as exc:

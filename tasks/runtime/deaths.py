@@ -14,7 +14,8 @@ from celery import bootsteps
 from kombu import Consumer, Message
 from redis.exceptions import RedisError
 
-from tasks.core import workflows
+from tasks.core import callbacks, workflows
+from tasks.core.errors import Unavailable
 from tasks.core.jobstore import text
 from tasks.core.queues import deaths_queue
 
@@ -93,7 +94,9 @@ class DeathWatcher(bootsteps.ConsumerStep):
             store.dead_lettered(job_id, job_type or "", queue, reason, error)
             if record.get("workflow"):  # a step that kept killing its worker fails its workflow
                 workflows.step_failed(self.app, record["workflow"], error)
-        except RedisError as exc:
+            if record.get("callback_url"):  # the same completion as the worker's: one callback
+                callbacks.notify_final(self.app, store.get(job_id))
+        except (RedisError, Unavailable) as exc:
             # Keep the notice; it comes back when storage does.
             logger.warning("could not record dead letter %s (%s); will retry", job_id, exc)
             message.requeue()

@@ -15,9 +15,9 @@ from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from tasks.core import workflows
+from tasks.core import callbacks, workflows
 from tasks.core.errors import EffectInProgress, PermanentError, TransientError, Unavailable
-from tasks.core.jobstore import rfc3339
+from tasks.core.jobstore import FINAL_STATES, rfc3339
 from tasks.core.messages import is_recorded, takes_over
 from tasks.core.submission import PUBLISH_ERRORS, publish_retry
 from tasks.runtime.effects import JobContext
@@ -106,9 +106,12 @@ class JobTask(Task):
             elif outcome.workflow and outcome.state == "failed":
                 record = self.app.jobstore.get(job_id) or {}
                 workflows.step_failed(self.app, outcome.workflow, record.get("error"))
+            if outcome.state in FINAL_STATES and _callback_url(outcome):
+                self._notify(payload)  # again: the run that finished it may have died first
             raise Ignore()
         self.request.taskplane_attempt = outcome.attempt  # for log lines
         self.request.taskplane_workflow = outcome.workflow
+        self.request.taskplane_callback_url = _callback_url(outcome)
         context = JobContext(
             job_id=job_id,
             attempt=outcome.attempt,
@@ -127,6 +130,8 @@ class JobTask(Task):
         self.app.jobstore.succeeded(job_id, result if self.job_type.needs_result else None)
         if outcome.workflow:
             self._advance(outcome.workflow)  # before the message is acked
+        if _callback_url(outcome):
+            self._notify(payload)  # before the message is acked
         return result
 
     def _http_client(self) -> Any:
@@ -145,6 +150,28 @@ class JobTask(Task):
         except (Unavailable, *PUBLISH_ERRORS) as exc:
             logger.warning("job %s: could not advance its workflow (%s)", self.request.id, exc)
             raise Reject(exc, requeue=True) from exc
+
+    def _notify(self, payload: Any) -> None:
+        """Submit the finished job's completion callback (tasks/core/callbacks.py).
+
+        Not taken (the broker or Redis is out): the job stays finished and
+        this message is published again with a storage-outage backoff (or,
+        that failing too, returned to its queue); its next delivery finds the
+        job finished and notifies again (one callback job per completion:
+        its id is deterministic). A new message rather than a requeue, so an
+        outage does not spend the message's delivery limit.
+        """
+        try:
+            callbacks.notify_final(self.app, self.app.jobstore.get(self.request.id))
+        except (Unavailable, RedisError, *PUBLISH_ERRORS) as exc:
+            delay = min(STORAGE_RETRY_CAP_S, 2 ** min(self.request.retries or 0, 5))
+            logger.warning(
+                "job %s: could not submit its completion callback (%s); again in %ss",
+                self.request.id,
+                exc,
+                delay,
+            )
+            raise self._publish_retry(payload, exc, delay, takeover=True) from exc
 
     def _retry_or_fail(self, exc: Exception, context: JobContext, payload: Any) -> BaseException:
         """Record the outcome and return what to raise: a Retry or the error itself."""
@@ -165,6 +192,17 @@ class JobTask(Task):
         workflow = getattr(self.request, "taskplane_workflow", "")
         if workflow:
             workflows.step_failed(self.app, workflow, error)
+        if getattr(self.request, "taskplane_callback_url", ""):
+            try:
+                callbacks.notify_final(self.app, self.app.jobstore.get(context.job_id))
+            except (Unavailable, RedisError, *PUBLISH_ERRORS) as notify_error:
+                # The message is rejected below and dead-lettered: the
+                # dead-letter watcher (tasks/runtime/deaths.py) notifies then.
+                logger.warning(
+                    "job %s: could not submit its completion callback yet (%s)",
+                    context.job_id,
+                    notify_error,
+                )
         logger.error(
             "job %s failed after %s attempt(s): %s",
             context.job_id,
@@ -192,6 +230,11 @@ class JobTask(Task):
                 scale=float(self.app.conf.taskplane_backoff_scale),
             )
         )
+
+
+def _callback_url(outcome: Any) -> str:
+    """The job's callback_url as ``jobstore.start`` read it ("" for none: no Redis call)."""
+    return getattr(outcome, "callback_url", "") or ""
 
 
 def whole_seconds(delay: float) -> int:

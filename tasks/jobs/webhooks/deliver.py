@@ -27,12 +27,17 @@ def _post(payload: WebhookPayload, context: JobContext) -> dict[str, Any]:
         "Content-Type": "application/json",
         "Idempotency-Key": context.job_id,
     }
+    # body_json is sent byte for byte (a signature covers those bytes); body is serialized.
+    if payload.body_json is not None:
+        body: dict[str, Any] = {"content": payload.body_json.encode("utf-8")}
+    else:
+        body = {"json": payload.body}
     started = time.monotonic()
     try:
         with context.http_client() as client:
             response = client.post(
                 str(payload.url),
-                json=payload.body,
+                **body,
                 headers=headers,
                 timeout=payload.timeout_s,
                 follow_redirects=False,
