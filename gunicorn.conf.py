@@ -61,9 +61,9 @@ def post_worker_init(worker):  # noqa: ANN001, ANN201 - gunicorn hook signature
     previous = signal.getsignal(signal.SIGTERM)
 
     def stop(signum, frame):  # noqa: ANN001, ANN202 - signal handler signature
-        from app.waits import stop_all
+        from app.waits import stop_waits
 
-        stop_all()
+        stop_waits(worker.wsgi)
         if callable(previous):
             previous(signum, frame)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Flask
 
-from app import errors
+from app import errors, waits
 from app.context import CELERY_EXTENSION
 from app.settings import flask_settings
 from config import current_environment
@@ -37,6 +37,8 @@ def create_app(
         watches_broker=True,
     )
     errors.init_app(app)
+    celery_app = app.extensions[CELERY_EXTENSION]
+    waits.init_app(app, celery_app.jobstore.redis, int(celery_app.conf.taskplane_wait_slots))
     from app import (  # these import the app package
         auth,
         batch,

@@ -23,7 +23,7 @@ from app.models import Job, JobTypeList
 from app.operations import BAD_BODY, UNAVAILABLE, Body, Param, Reply, operation
 from app.schemas import IDEMPOTENCY_KEY, submission
 from app.submit import accept, checked, idempotency_from, unavailable
-from app.waits import NO_SLOT, STOPPED, STORAGE_LOST, JobWaits, job_waits
+from app.waits import NO_SLOT, STOPPED, STORAGE_LOST, job_waits
 from tasks.core.jobstore import FINAL_STATES
 from tasks.core.submission import check
 
@@ -31,13 +31,13 @@ bp = Blueprint("jobs", __name__)
 
 
 class JobIdConverter(BaseConverter):
-    """Any path segment but "batch", so /jobs/batch is not also a job id.
+    """Any path segment but the names of /jobs/batch, /jobs/stats and the bulk actions.
 
     Ids that are not UUIDs still reach the view, which answers 404
     job_not_found rather than the router's generic 404.
     """
 
-    regex = r"(?!batch$)[^/]+"
+    regex = r"(?!(?:batch|stats|cancel|replay|purge)$)[^/]+"
 
 
 @bp.record_once
@@ -179,7 +179,7 @@ def get_job(job_id: str) -> Response | tuple[Response, int, dict[str, str]]:
         return jsonify(job_view(record))
     if record["state"] not in FINAL_STATES:
         conf = celery_app().conf
-        waits = job_waits(current_app.extensions, _make_waits)
+        waits = job_waits(current_app)
         outcome = waits.wait(job_id, min(wait_s, float(conf.taskplane_wait_max_s)))
         if outcome == STORAGE_LOST:
             raise unavailable("job storage")
@@ -201,11 +201,6 @@ def _wait_arg() -> float | None:
     if not 0 < value <= WAIT_S_MAX:  # NaN and 1e999 (inf) fail too
         raise ApiError(400, "invalid_parameter", f"wait_s must be a number in (0, {WAIT_S_MAX}]")
     return value
-
-
-def _make_waits() -> JobWaits:
-    celery = celery_app()
-    return JobWaits(celery.jobstore.redis, int(celery.conf.taskplane_wait_slots))
 
 
 CANCEL_REPLIES = {

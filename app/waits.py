@@ -30,8 +30,6 @@ import os
 import signal
 import threading
 import time
-import weakref
-from collections.abc import Callable
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -51,8 +49,6 @@ DEADLINE = "deadline"  # the wait ran out; the job is not final
 NO_SLOT = "no_slot"  # every slot is taken, or the process is stopping: not waited
 STOPPED = "stopped"  # the process began to stop during the wait
 STORAGE_LOST = "storage_lost"  # the poller cannot read Redis: job storage unavailable
-
-_instances: weakref.WeakSet[JobWaits] = weakref.WeakSet()
 
 
 class _Waiter:
@@ -80,7 +76,6 @@ class JobWaits:
         self._last_poll_failed = False
         self._error_logged_at = 0.0
         self.polls = 0  # round trips made (tests check the thread idles)
-        _instances.add(self)
 
     # -- the request's side ------------------------------------------------------------
 
@@ -205,22 +200,20 @@ class JobWaits:
             logger.warning("job waits: cannot read job states from Redis: %s", exc)
 
 
-def job_waits(holder: dict[str, Any], make: Callable[[], JobWaits]) -> JobWaits:
-    """The JobWaits kept in ``holder`` (an app's extensions), made on first use."""
-    found = holder.get(EXTENSION)
-    if found is None:
-        with _make_lock:
-            found = holder.get(EXTENSION)
-            if found is None:
-                found = holder[EXTENSION] = make()
-    return found
+def init_app(app: Any, redis: Any, slots: int) -> None:
+    """Give the app its JobWaits (the polling thread starts on the first wait)."""
+    app.extensions[EXTENSION] = JobWaits(redis, slots)
 
 
-def stop_all() -> None:
+def job_waits(app: Any) -> JobWaits:
+    return app.extensions[EXTENSION]
+
+
+def stop_waits(app: Any) -> None:
     """SIGTERM: end every wait of this process at once (gunicorn.conf.py calls this)."""
-    for waits in list(_instances):
+    waits = getattr(app, "extensions", {}).get(EXTENSION)
+    if waits is not None:
         waits.stop()
 
 
 EXTENSION = "taskplane_job_waits"
-_make_lock = threading.Lock()
