@@ -24,6 +24,7 @@ from app.operations import BAD_BODY, UNAVAILABLE, Body, Param, Reply, operation
 from app.schemas import IDEMPOTENCY_KEY, submission
 from app.submit import accept, checked, idempotency_from, unavailable
 from app.waits import NO_SLOT, STOPPED, STORAGE_LOST, job_waits
+from tasks.core.bulk_actions import after_cancel
 from tasks.core.jobstore import FINAL_STATES
 from tasks.core.submission import check
 
@@ -224,11 +225,14 @@ CANCEL_REPLIES = {
 )
 def cancel_job(job_id: str) -> Response:
     load_job(job_id)
+    celery = celery_app()
     try:
-        outcome = celery_app().jobstore.cancel(job_id)
-        record = celery_app().jobstore.get(job_id)
+        outcome = celery.jobstore.cancel(job_id)
+        record = celery.jobstore.get(job_id)
     except RedisError as exc:
         raise unavailable("job storage") from exc
+    if outcome == "cancelled" and record is not None and record.get("callback_url"):
+        after_cancel(celery, [job_id])
     if outcome == "missing" or record is None:
         raise ApiError(404, "job_not_found", f"no job with id {job_id!r}")
     if outcome != "cancelled":

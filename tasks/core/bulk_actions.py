@@ -20,6 +20,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from tasks.core.callbacks import notify_final
 from tasks.core.deadletters import purge_dead, replay_dead
 from tasks.core.errors import Unavailable
 from tasks.core.job_search import JobFilter, matching
@@ -152,12 +153,30 @@ def _cancel(app: Any, records: list[dict[str, Any]], report: BulkReport) -> None
     outcomes = app.jobstore.cancel_many(ids)
     report.ids = [i for i, o in zip(ids, outcomes, strict=True) if o == "cancelled"]
     _count_skipped(report, [o for o in outcomes if o != "cancelled"])
-    after_cancel(app, report.ids)
+    wanted = {r["id"] for r in records if r.get("callback_url")}
+    after_cancel(app, [i for i in report.ids if i in wanted])
 
 
 def after_cancel(app: Any, job_ids: list[str]) -> None:
-    """What follows a cancel: completion callbacks of the cancelled jobs."""
-    del app, job_ids  # completion callbacks hook in here
+    """Completion callbacks of jobs just cancelled (pass only those with a callback_url).
+
+    The cancel stands whatever happens here. A callback that cannot be
+    submitted now (broker or Redis down) is logged; the job's message, when a
+    worker receives it, finds the job final and submits it then (the
+    callback's id is fixed per completion, so never twice).
+    """
+    if not job_ids:
+        return
+    try:
+        records = app.jobstore.get_many(job_ids)
+    except RedisError as exc:
+        logger.warning("callbacks of %d cancelled job(s) deferred: %s", len(job_ids), exc)
+        return
+    for job_id, record in zip(job_ids, records, strict=True):
+        try:
+            notify_final(app, record)
+        except Unavailable as exc:
+            logger.warning("callback of cancelled job %s deferred: %s", job_id, exc)
 
 
 def _replay(app: Any, records: list[dict[str, Any]], report: BulkReport) -> None:

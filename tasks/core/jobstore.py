@@ -134,17 +134,18 @@ _START = (
     + """
 local state = redis.call('HGET', KEYS[1], 'state')
 local workflow = redis.call('HGET', KEYS[1], 'workflow') or ''
+local callback = redis.call('HGET', KEYS[1], 'callback_url') or ''
 if state == 'succeeded' or state == 'failed' or state == 'cancelled' then
-  return {state, tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0'), workflow}
+  return {state, tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0'), workflow, callback}
 end
 if state == 'started' and redis.call('HGET', KEYS[1], 'run') == ARGV[8] then
-  return {'started', tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0'), workflow}
+  return {'started', tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0'), workflow, callback}
 end
 if state == 'started' and ARGV[7] ~= '1' then
-  return {'duplicate', tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0'), workflow}
+  return {'duplicate', tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0'), workflow, callback}
 end
 if not state then
-  if ARGV[6] == '1' then return {'abandoned', 0, ''} end
+  if ARGV[6] == '1' then return {'abandoned', 0, '', ''} end
   redis.call('HSET', KEYS[1], 'id', ARGV[4], 'type', ARGV[3], 'queue', ARGV[5],
              'created_at', ARGV[1], 'attempts', 0)
   ix_add(ARGV[4], now_ms(), 'started', ARGV[3], ARGV[5], nil)
@@ -155,7 +156,7 @@ local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'state', 'started', 'started_at', ARGV[1], 'worker', ARGV[2],
            'run', ARGV[8])
 redis.call('HDEL', KEYS[1], 'next_attempt_at', 'scheduled_for', 'progress')
-return {'started', attempts, workflow}
+return {'started', attempts, workflow, callback}
 """
 )
 
@@ -563,6 +564,7 @@ class StartOutcome:
     state: str
     attempt: int
     workflow: str = ""  # "<workflow>/<step>" when the job is a workflow's step
+    callback_url: str = ""  # the job's callback_url, "" for none (tasks/core/callbacks.py)
 
 
 class JobStore:
@@ -763,13 +765,17 @@ class JobStore:
     ) -> StartOutcome:
         flags = ["1" if recorded else "0", "1" if takeover else "0"]
         run = uuid.uuid4().hex  # the same for the client's retries of this one call
-        state, attempts, workflow = self._start(
+        state, attempts, workflow, callback_url = self._start(
             keys=[self.key(job_id)],
             args=[utcnow(), worker or "", job_type, job_id, queue, *flags, run],
         )
         state = text(state)
         return StartOutcome(
-            proceed=state == "started", state=state, attempt=int(attempts), workflow=text(workflow)
+            proceed=state == "started",
+            state=state,
+            attempt=int(attempts),
+            workflow=text(workflow),
+            callback_url=text(callback_url),
         )
 
     def progress(self, job_id: str, attempt: int, progress: dict[str, Any]) -> bool:

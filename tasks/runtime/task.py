@@ -106,12 +106,12 @@ class JobTask(Task):
             elif outcome.workflow and outcome.state == "failed":
                 record = self.app.jobstore.get(job_id) or {}
                 workflows.step_failed(self.app, outcome.workflow, record.get("error"))
-            if outcome.state in FINAL_STATES and _callback_url(outcome):
+            if outcome.state in FINAL_STATES and outcome.callback_url:
                 self._notify(payload)  # again: the run that finished it may have died first
             raise Ignore()
         self.request.taskplane_attempt = outcome.attempt  # for log lines
         self.request.taskplane_workflow = outcome.workflow
-        self.request.taskplane_callback_url = _callback_url(outcome)
+        self.request.taskplane_callback_url = outcome.callback_url
         context = JobContext(
             job_id=job_id,
             attempt=outcome.attempt,
@@ -130,7 +130,7 @@ class JobTask(Task):
         self.app.jobstore.succeeded(job_id, result if self.job_type.needs_result else None)
         if outcome.workflow:
             self._advance(outcome.workflow)  # before the message is acked
-        if _callback_url(outcome):
+        if outcome.callback_url:
             self._notify(payload)  # before the message is acked
         return result
 
@@ -230,11 +230,6 @@ class JobTask(Task):
                 scale=float(self.app.conf.taskplane_backoff_scale),
             )
         )
-
-
-def _callback_url(outcome: Any) -> str:
-    """The job's callback_url as ``jobstore.start`` read it ("" for none: no Redis call)."""
-    return getattr(outcome, "callback_url", "") or ""
 
 
 def whole_seconds(delay: float) -> int:

@@ -71,11 +71,11 @@ class Receiver:
         with self._lock:
             return list(self.requests[urlsplit(path).path])
 
-    def delivered(self, path: str, timeout: float = 30) -> list[dict[str, Any]]:
-        """Every request to ``path`` once one was answered 200, after a quiet second
+    def delivered(self, path: str, timeout: float = 30, count: int = 1) -> list[dict[str, Any]]:
+        """Every request to ``path`` once ``count`` were answered 200, after a quiet second
         (a second callback, had one been made, would arrive in it)."""
         wait_until(
-            lambda: any(r["status"] == 200 for r in self.got(path)),
+            lambda: sum(r["status"] == 200 for r in self.got(path)) >= count,
             timeout,
             0.05,
             what=f"a callback delivered to {path}",
@@ -262,13 +262,40 @@ def test_a_job_finished_by_a_run_that_died_before_notifying_calls_back_on_redeli
 
 def test_a_cancelled_job_calls_back_once_with_state_cancelled(api, receiver):
     path = f"/hooks/{uuid.uuid4().hex}"
-    job = submit_with_callback(api, "diagnostics.echo", {"data": 4}, receiver.url(path), delay_s=2)
+    # Its message is ten minutes away: the cancel itself must submit the callback.
+    job = submit_with_callback(
+        api, "diagnostics.echo", {"data": 4}, receiver.url(path), delay_s=600
+    )
     response = api.post(f"/jobs/{job['id']}/cancel")
     assert response.status_code == 200, response.text
-    (request,) = receiver.delivered(path, timeout=30)
+    (request,) = receiver.delivered(path, timeout=15)
     view = signed_view(request)
     assert view["id"] == job["id"] and view["state"] == "cancelled"
     assert header(request, "Idempotency-Key") == callback_id(job["id"], 0, "cancelled")
+
+
+def test_a_bulk_cancel_calls_back_for_each_job_it_cancelled(api, receiver):
+    path = f"/hooks/{uuid.uuid4().hex}"
+    tag = uuid.uuid4().hex[:12]
+    jobs = [
+        api.post(
+            "/jobs",
+            json={
+                "type": "diagnostics.echo",
+                "payload": {"data": n},
+                "delay_s": 600,
+                "tags": {"run": tag},
+                "callback_url": receiver.url(path),
+            },
+        ).json()
+        for n in range(3)
+    ]
+    report = api.post("/jobs/cancel", json={"filter": {"tag": [f"run:{tag}"]}}).json()
+    assert report["acted"] == 3, report
+    requests = receiver.delivered(path, timeout=15, count=3)
+    views = [signed_view(r) for r in requests]
+    assert sorted(v["id"] for v in views) == sorted(j["id"] for j in jobs)
+    assert {v["state"] for v in views} == {"cancelled"}
 
 
 def test_a_job_that_keeps_killing_workers_calls_back_once_with_the_delivery_limit(api, receiver):
