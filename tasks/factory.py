@@ -48,6 +48,14 @@ class TaskplaneCelery(Celery):
         )
         return JobStore(client, int(self.conf.result_expires))
 
+    @cached_property
+    def retention_overrides(self) -> dict[str, int]:
+        """Job types whose finished records are kept longer or shorter than result_expires
+        (read once: Celery's settings lookups cost more than the rest of a submit's checks)."""
+        default = int(self.conf.result_expires)
+        overrides = self.conf.get("taskplane_retention_s") or {}
+        return {name: int(s) for name, s in overrides.items() if int(s) != default}
+
     # Set in the web: a watch connection learns of RabbitMQ's alarms (see
     # tasks/core/broker_link) so submits answer 503 at once while one is on.
     watches_broker = False

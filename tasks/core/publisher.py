@@ -12,10 +12,10 @@ offers pipelined confirms or a confirm-mode channel kept per thread):
 
 * a publish takes a *lane*: one broker connection with a confirm-mode
   channel for jobs, so threads wait for their confirms side by side. Lanes
-  are pooled per process, most recently used first, and at most
-  ``IDLE_LANES`` are kept idle: connections follow how many publishes run at
-  once, not how many threads the web has (gunicorn gives wait slots threads
-  of their own, app/waits.py);
+  are pooled per process, most recently used first; an idle one is closed
+  after ``LANE_IDLE_S``: connections follow how many publishes run at once,
+  not how many threads the web has (gunicorn gives wait slots threads of
+  their own, app/waits.py);
 * a batch goes out on the lane in a few large writes and is confirmed once for all;
 * job messages are built by Celery (``app.amqp.as_task_v2``) or derived from
   one it built (tasks/core/message_template), so workers and Flower see
@@ -72,9 +72,11 @@ from tasks.core.queues import JOB_EXCHANGE
 from tasks.core.sent_events import SentEvents
 
 logger = logging.getLogger("taskplane.publisher")
-# Lanes a process keeps idle between publishes; more than this many publishing
-# at once open more, closed again when they are done.
-IDLE_LANES = 8
+# Idle lanes a process keeps: at most this many, and none unused for longer
+# than LANE_IDLE_S. Steady load reuses its lanes (opening a connection costs
+# the broker more than a publish); a burst's extra lanes close again after it.
+IDLE_LANES = 32
+LANE_IDLE_S = 30.0
 
 # A dead or closed connection, a missing confirm (ConfirmTimeout is an OSError)
 # or a message the broker could not route (the queue was deleted): worth one
@@ -123,7 +125,7 @@ class JobPublisher:
         self.alarm = alarm if alarm is not None else BrokerAlarm()
         # The web watches for alarms; without a watch, nobody would clear one.
         self.watch = watch
-        self._idle: list[_Lane] = []
+        self._idle: list[tuple[_Lane, float]] = []  # (lane, when it was given back)
         self._idle_lock = threading.Lock()
         self._pid = os.getpid()
         self.hostname = anon_nodename()
@@ -306,18 +308,27 @@ class JobPublisher:
             if self._pid != os.getpid():  # forked: never share a socket with the parent
                 self._idle, self._pid = [], os.getpid()
             if self._idle and not fresh:
-                lane = self._idle.pop()
+                lane, _ = self._idle.pop()
         if lane is None:
             lane = _Lane(self, deadline)
         lane.connection.raise_when_blocked = not wait_when_blocked
         return lane
 
     def _give_back(self, lane: _Lane) -> None:
+        now = time.monotonic()
+        stale: list[_Lane] = []
         with self._idle_lock:
-            if len(self._idle) < IDLE_LANES and self._pid == os.getpid():
-                self._idle.append(lane)
-                return
-        lane.connection.abort()
+            # The least recently used come first; those idle too long go.
+            while self._idle and (
+                len(self._idle) >= IDLE_LANES or now - self._idle[0][1] > LANE_IDLE_S
+            ):
+                stale.append(self._idle.pop(0)[0])
+            if self._pid == os.getpid():
+                self._idle.append((lane, now))
+            else:
+                stale.append(lane)
+        for old in stale:
+            old.connection.abort()
 
     def ensure_delayed_delivery(self, connection: BoundedConnection) -> None:
         """Declare Celery's native delayed-delivery exchanges once per process.

@@ -323,7 +323,7 @@ def submit(
         repeat = _claim(app, idempotency, ids, len(jobs))
         if repeat is not None:
             return repeat
-    plans = _plans(jobs, ids, deadline, retention_overrides(app))
+    plans = _plans(jobs, ids, deadline, app.retention_overrides)
     try:
         for plan, outcome in zip(
             plans,
@@ -405,13 +405,6 @@ def _job_ids(jobs: Sequence[NewJob]) -> list[str]:
 def batch_ids(first: str, count: int) -> list[str]:
     """The fresh ids of a batch whose first job is ``first`` (see ``_job_ids``)."""
     return [first] + [str(uuid.uuid5(uuid.UUID(first), str(i))) for i in range(1, count)]
-
-
-def retention_overrides(app: Any) -> dict[str, int]:
-    """Job types whose finished records are kept longer or shorter than result_expires."""
-    default = int(app.conf.result_expires)
-    overrides = app.conf.get("taskplane_retention_s") or {}
-    return {name: int(s) for name, s in overrides.items() if int(s) != default}
 
 
 def _plans(

@@ -1,6 +1,6 @@
 """The retention sweep: finished records go, with their search-index entries, when due.
 
-A finished record's retention (per job type, tasks/core/submission.retention_overrides)
+A finished record's retention (per job type, TaskplaneCelery.retention_overrides)
 is noted in the "expiry" index by the script that finished it; Redis's own
 expiry cannot remove index entries, so each worker runs this sweep. Several
 workers sweeping at once is harmless: each call is one atomic script over at

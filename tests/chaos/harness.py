@@ -207,6 +207,15 @@ def index_mismatches(store: redis.Redis, ids: list[str]) -> list[str]:
         indexed = {state for state, score in zip(STATES, row[1:], strict=True) if score}
         if row[0] is None or indexed != {seen[job_id]}:
             wrong.append(f"{job_id}: record {seen[job_id]}, indexed {sorted(indexed)}")
+    # The counts behind GET /jobs/stats agree with the state indexes they summarise.
+    counts: dict[str, int] = {}
+    for name, value in store.hgetall("taskplane:ix:counts").items():
+        state = name.decode().rpartition("\t")[2]
+        counts[state] = counts.get(state, 0) + int(value)
+    for state in STATES:
+        size = store.zcard(f"taskplane:ix:state:{state}")
+        if counts.get(state, 0) != size:
+            wrong.append(f"counts say {counts.get(state, 0)} {state}, its index holds {size}")
     return wrong
 
 

@@ -197,10 +197,10 @@ def test_a_producer_that_gave_up_leaves_the_id_to_the_next_one(core: Core):
     run_once_and_check(core, job_id)
 
 
-def test_publishes_share_pooled_lanes_rather_than_one_per_thread(core: Core):
+def test_publishes_share_pooled_lanes_rather_than_one_per_thread(core: Core, monkeypatch):
     """Connections follow concurrent publishes, not threads: the web's wait slots add
     threads that must not each keep a broker connection (tasks/core/publisher.py)."""
-    from tasks.core.publisher import IDLE_LANES
+    from tasks.core import publisher as publisher_module
 
     publisher = core.app.publisher
     for _ in range(12):  # one after another, each from a new thread
@@ -208,15 +208,20 @@ def test_publishes_share_pooled_lanes_rather_than_one_per_thread(core: Core):
         thread.start()
         thread.join(30)
     assert len(publisher._idle) == 1, "sequential publishes from many threads reuse one lane"
-    barrier = threading.Barrier(IDLE_LANES + 4)
+    barrier = threading.Barrier(6)
 
     def together() -> None:
         barrier.wait(10)
         submit_once(core.app, str(uuid.uuid4()))
 
-    threads = [threading.Thread(target=together) for _ in range(IDLE_LANES + 4)]
+    threads = [threading.Thread(target=together) for _ in range(6)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(30)
-    assert 1 <= len(publisher._idle) <= IDLE_LANES
+    assert 1 <= len(publisher._idle) <= 6
+    # Lanes left idle past LANE_IDLE_S are closed when the next one is given back.
+    monkeypatch.setattr(publisher_module, "LANE_IDLE_S", 0.0)
+    time.sleep(0.01)
+    submit_once(core.app, str(uuid.uuid4()))
+    assert len(publisher._idle) == 1
