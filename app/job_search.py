@@ -5,7 +5,6 @@ tasks/core/job_search.py and tasks/core/bulk_actions.py, which ``flask jobs``
 calls too.
 """
 
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
@@ -15,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, m
 
 from app.context import celery_app
 from app.errors import ApiError
-from app.jobs import JOB_ID, job_view
+from app.jobs import JOB_ID, is_uuid, job_view
 from app.jsonbody import read_json_object
 from app.models import BulkResult, Job, JobPage, JobStats
 from app.operations import BAD_BODY, UNAVAILABLE, Body, Param, Reply, operation
@@ -326,16 +325,8 @@ def replay_job(job_id: str) -> Response:
             raise ApiError(
                 422, "validation_failed", "the request body is invalid", validation_details(exc)
             ) from exc
-    if not _is_uuid(job_id):
+    if not is_uuid(job_id):
         raise ApiError(404, "job_not_found", f"no job with id {job_id!r}")
     refuse_while_blocked(celery_app())
     record = _run(lambda: bulk_actions.replay_job(celery_app(), job_id, payload))
     return jsonify(job_view(record))
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True

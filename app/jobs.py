@@ -51,7 +51,7 @@ def job_view(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_job(job_id: str) -> dict[str, Any]:
-    if not _is_uuid(job_id):
+    if not is_uuid(job_id):
         raise ApiError(404, "job_not_found", f"no job with id {job_id!r}")
     try:
         record = celery_app().jobstore.get(job_id)
@@ -271,7 +271,7 @@ def list_job_types() -> Response:
     return jsonify({"job_types": [jt.describe() for jt in celery_app().job_types.values()]})
 
 
-def _is_uuid(value: str) -> bool:
+def is_uuid(value: str) -> bool:
     try:
         uuid.UUID(value)
     except ValueError:
