@@ -21,7 +21,14 @@ from app.operations import BAD_BODY, UNAVAILABLE, Body, Param, Reply, operation
 from app.submit import checked, refuse_while_blocked, unavailable
 from tasks.core import bulk_actions, job_search
 from tasks.core.errors import Unavailable
-from tasks.core.job_search import MAX_LIMIT, STATES, TAG_FILTER, InvalidCursor, JobFilter
+from tasks.core.job_search import (
+    CURSOR_PATTERN,
+    MAX_LIMIT,
+    STATES,
+    TAG_FILTER,
+    InvalidCursor,
+    JobFilter,
+)
 from tasks.core.validation import validate_json_payload, validation_details
 
 bp = Blueprint("job_search", __name__)
@@ -191,7 +198,12 @@ FILTER_QUERY = (
             {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 50},
             "jobs per page",
         ),
-        Param("cursor", "query", {"type": "string"}, "next_cursor of the previous page"),
+        Param(
+            "cursor",
+            "query",
+            {"type": "string", "pattern": f"^{CURSOR_PATTERN.pattern}$"},
+            "next_cursor of the previous page (opaque; another value is 400 invalid_cursor)",
+        ),
     ),
     description=(
         "Answered from indexes kept in Redis by the same atomic steps that change jobs, so "

@@ -13,10 +13,11 @@ the submission core like any job.
   call ``notify_final``: the core creates one job per id and returns the
   existing one after that. A replayed job that finishes again is a new
   completion and gets a new callback.
-- **Signed here, sent verbatim.** The body is serialized once, here, and
-  signed (Stripe's scheme): ``X-Taskplane-Signature: t=<unix seconds>,
-  v1=<hex HMAC-SHA256(secret, "<t>." + body)>``. webhook.deliver POSTs
-  ``body_json`` byte for byte, so the bytes signed are the bytes sent. The
+- **Signed here over the bytes sent.** The body is the job's view as the
+  webhook payload validates it, serialized by ``json_body.body_bytes``, the
+  function webhook.deliver sends it with, and signed (Stripe's scheme):
+  ``X-Taskplane-Signature: t=<unix seconds>, v1=<hex HMAC-SHA256(secret,
+  "<t>." + body)>``. The
   secret never enters a payload: anyone may submit a webhook.deliver job
   with any headers, but only this module computes a valid signature, and only
   over a job's view. Retries carry the same signature and timestamp;
@@ -28,13 +29,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import time
 import uuid
 from typing import Any
 
 from tasks.core.jobstore import FINAL_STATES
+from tasks.core.json_body import body_bytes
 from tasks.core.submission import InvalidJob, NewJob, check_payload, public, submit
 
 logger = logging.getLogger("taskplane.callbacks")
@@ -79,11 +80,6 @@ def callback_id(job_id: str, run: int, state: str) -> str:
     return str(uuid.uuid5(NAMESPACE, f"{job_id}/{run}/{state}"))
 
 
-def serialize(view: dict[str, Any]) -> str:
-    """The body as sent: compact JSON, ASCII only (any non-ASCII escaped)."""
-    return json.dumps(view, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-
-
 def sign(key: str, body: bytes, timestamp: int) -> str:
     """``t=<timestamp>,v1=<hex HMAC-SHA256(key, "<timestamp>." + body)>``."""
     digest = hmac.new(key.encode("utf-8"), f"{timestamp}.".encode() + body, hashlib.sha256)
@@ -107,23 +103,16 @@ def build(app: Any, record: dict[str, Any], *, now: float | None = None) -> NewJ
     if key is None:
         check_configured(app)  # raises
     job_id = str(record["id"])
-    view = public(record)
-    body_json = serialize(view)
     timestamp = int(time.time() if now is None else now)
-    payload = check_payload(
-        app,
-        job_type,
-        {
-            "url": url,
-            "body": json.loads(body_json),
-            "body_json": body_json,
-            "headers": {
-                SIGNATURE_HEADER: sign(str(key), body_json.encode("utf-8"), timestamp),
-                EVENT_HEADER: EVENT,
-                JOB_HEADER: job_id,
-            },
-        },
-    )
+    unsigned = {
+        "url": url,
+        "body": public(record),
+        "headers": {EVENT_HEADER: EVENT, JOB_HEADER: job_id},
+    }
+    # Validated first: the worker sends the body as validation leaves it (72.0 is 72).
+    payload = check_payload(app, job_type, unsigned)
+    body = body_bytes(payload["body"])
+    payload["headers"][SIGNATURE_HEADER] = sign(str(key), body, timestamp)
     run = len(record.get("history") or [])
     return NewJob(
         job_type,

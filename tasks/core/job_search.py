@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.exceptions import RedisError
 
 from tasks.core.errors import Unavailable
 from tasks.core.jobstore import MAX_SCORE, index_key
+from tasks.core.schema_types import Rfc3339
 from tasks.core.submission import InvalidJob, public
 from tasks.core.validation import validation_details
 
@@ -31,6 +33,8 @@ DEFAULT_LIMIT = 50
 MAX_TAG_FILTERS = 5
 TAG_FILTER = r"^[A-Za-z0-9_.-]{1,64}:[^\x00-\x1f\x7f]{1,128}$"
 _CURSOR_VERSION = "v1"
+# What a cursor looks like (unpadded base64url); anything else is refused as is.
+CURSOR_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,200}")
 TagFilter = Annotated[str, Field(pattern=TAG_FILTER)]
 
 
@@ -47,10 +51,10 @@ class JobFilter(BaseModel):
         max_length=MAX_TAG_FILTERS,
         description=f"key:value pairs, at most {MAX_TAG_FILTERS}; a job matches when it has all",
     )
-    created_after: AwareDatetime | None = Field(
+    created_after: Rfc3339 | None = Field(
         default=None, description="RFC 3339; jobs created at or after this time"
     )
-    created_before: AwareDatetime | None = Field(
+    created_before: Rfc3339 | None = Field(
         default=None, description="RFC 3339; jobs created before this time"
     )
 
@@ -104,6 +108,8 @@ def encode_cursor(position: tuple[int, str] | None) -> str | None:
 def decode_cursor(cursor: str) -> tuple[int, str]:
     """A cursor from ``next_cursor``; InvalidCursor when it is not one."""
     try:
+        if not CURSOR_PATTERN.fullmatch(cursor):
+            raise ValueError(cursor)
         padded = cursor + "=" * (-len(cursor) % 4)
         version, score, job_id = base64.urlsafe_b64decode(padded).decode().split(":", 2)
         if version != _CURSOR_VERSION or not job_id or len(job_id) > 64:

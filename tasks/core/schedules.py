@@ -34,7 +34,6 @@ from typing import Any, Literal
 
 import redis
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -49,7 +48,7 @@ from tasks.core.schedule_times import (
     check_jitter_s,
     check_window,
 )
-from tasks.core.schema_types import Tags
+from tasks.core.schema_types import Rfc3339, Tags
 from tasks.core.submission import InvalidJob, check_payload
 from tasks.core.validation import validate_json_payload, validation_details
 
@@ -104,8 +103,8 @@ class ScheduleIn(BaseModel):
         default="allow", description="skip: do not fire while the previous fire's job runs"
     )
     jitter_s: float = Field(default=0, ge=0, description="run each fire up to this much later")
-    start_at: AwareDatetime | None = Field(default=None, description="no fire before this")
-    end_at: AwareDatetime | None = Field(default=None, description="no fire at or after this")
+    start_at: Rfc3339 | None = Field(default=None, description="no fire before this")
+    end_at: Rfc3339 | None = Field(default=None, description="no fire at or after this")
 
 
 class SchedulePatch(BaseModel):
@@ -123,8 +122,8 @@ class SchedulePatch(BaseModel):
     missed: MissedPolicy | None = None
     overlap: OverlapPolicy | None = None
     jitter_s: float | None = Field(default=None, ge=0)
-    start_at: AwareDatetime | None = None
-    end_at: AwareDatetime | None = None
+    start_at: Rfc3339 | None = None
+    end_at: Rfc3339 | None = None
 
 
 class InvalidSchedule(InvalidJob):

@@ -5,9 +5,11 @@ schema says exactly what the API accepts. Patterns use explicit character
 ranges, on which JSON Schema's (ECMA) and pydantic's (Rust) regexes agree.
 """
 
+import re
+from datetime import datetime
 from typing import Annotated
 
-from pydantic import AnyHttpUrl, Field, UrlConstraints
+from pydantic import AnyHttpUrl, AwareDatetime, BeforeValidator, Field, UrlConstraints
 
 # Deliberately permissive: local@domain, no spaces or control characters (so
 # no header injection), RFC 5321 length. The SMTP server is the authority on
@@ -35,3 +37,30 @@ Tags = Annotated[
         json_schema_extra={"additionalProperties": False},
     ),
 ]
+
+
+# RFC 3339 date-time with an offset, and nothing else. pydantic's AwareDatetime
+# also takes a number of seconds ("8": 1970-01-01T00:00:08Z) and other shapes
+# that JSON Schema's "date-time" format refuses; the API takes what it documents.
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def _rfc3339_text(value: object) -> object:
+    """An RFC 3339 string as a datetime (strict validation takes no string after this)."""
+    if not isinstance(value, str):
+        return value
+    found = RFC3339.match(value)
+    if not found:
+        raise ValueError("expected an RFC 3339 date-time with an offset, e.g. 2026-12-06T02:00:00Z")
+    fraction = found.group(1) or ""
+    text = value.replace(fraction, fraction[:7], 1) if fraction else value
+    text = text[:10] + "T" + text[11:]
+    if text[-1] in "Zz":
+        text = text[:-1] + "+00:00"
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError as exc:  # 2026-02-30, 25:00, a leap second
+        raise ValueError(f"not a date-time: {exc}") from exc
+
+
+Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]

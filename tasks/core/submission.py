@@ -32,7 +32,6 @@ from typing import Any, Self
 
 from amqp.exceptions import AMQPError, MessageNacked
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -48,7 +47,7 @@ from tasks.core.messages import job_headers
 from tasks.core.netpolicy import UrlNotAllowed, policy_for
 from tasks.core.publisher import Outgoing
 from tasks.core.registry import JobType
-from tasks.core.schema_types import HttpUrl, Tags
+from tasks.core.schema_types import HttpUrl, Rfc3339, Tags
 from tasks.core.validation import validate_json_payload, validation_details
 
 logger = logging.getLogger("taskplane.submission")
@@ -80,7 +79,7 @@ class JobEnvelope(BaseModel):
     delay_s: float | None = Field(
         default=None, ge=0, le=MAX_DELAY_S, description="run no sooner than this many seconds"
     )
-    run_at: AwareDatetime | None = Field(
+    run_at: Rfc3339 | None = Field(
         default=None,
         description=f"RFC 3339 time with offset, at most {MAX_DELAY_S // 86400} days ahead;"
         " run no sooner",

@@ -195,7 +195,9 @@ def test_sigterm_ends_waits_at_once(api, small_web):
     try:
         with ThreadPoolExecutor(1) as pool:
             waiting = pool.submit(httpx.get, f"{base}/jobs/{job_id}?wait_s=25", timeout=30)
-            time.sleep(0.5)
+            # Long enough for the request to be read and waiting even on a loaded
+            # machine: a SIGTERM before that finds no request to answer.
+            time.sleep(2.0)
             stopped_at = time.monotonic()
             # The gunicorn workers (the arbiter would forward its own SIGTERM to them).
             process.signal_group(signal.SIGTERM)

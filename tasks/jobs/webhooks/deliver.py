@@ -6,6 +6,7 @@ from typing import Any
 import httpx
 
 from tasks.core.errors import TransientError
+from tasks.core.json_body import body_bytes
 from tasks.jobs.outbound_http import classify, ensure_allowed
 from tasks.jobs.webhooks.schema import WebhookPayload
 from tasks.runtime.effects import JobContext
@@ -27,17 +28,13 @@ def _post(payload: WebhookPayload, context: JobContext) -> dict[str, Any]:
         "Content-Type": "application/json",
         "Idempotency-Key": context.job_id,
     }
-    # body_json is sent byte for byte (a signature covers those bytes); body is serialized.
-    if payload.body_json is not None:
-        body: dict[str, Any] = {"content": payload.body_json.encode("utf-8")}
-    else:
-        body = {"json": payload.body}
     started = time.monotonic()
     try:
         with context.http_client() as client:
             response = client.post(
                 str(payload.url),
-                **body,
+                # The same bytes a completion callback's signature covers.
+                content=body_bytes(payload.body),
                 headers=headers,
                 timeout=payload.timeout_s,
                 follow_redirects=False,
