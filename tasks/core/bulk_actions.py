@@ -13,7 +13,6 @@ tasks/core/submission.replay). Used by the HTTP API and ``flask jobs``.
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from tasks.core.callbacks import notify_final
-from tasks.core.deadletters import purge_dead, replay_dead
+from tasks.core.deadletters import purge_dead, replay_dead, replay_dead_waiting
 from tasks.core.errors import Unavailable
 from tasks.core.job_search import JobFilter, matching
 from tasks.core.submission import (
@@ -40,10 +39,6 @@ ACTION_STATES: dict[str, tuple[str, ...]] = {
     "replay": ("failed",),
     "purge": ("succeeded", "failed", "cancelled"),
 }
-# A job recorded failed is dead-lettered a moment later: a replay waits this
-# long for its dead letter before deciding it is gone.
-DEAD_LETTER_WAIT_S = 5.0
-DEAD_LETTER_POLL_S = 0.1
 
 
 class JobNotFound(Exception):
@@ -251,12 +246,7 @@ def replay_job(app: Any, job_id: str, payload: Any = None) -> dict[str, Any]:
             )
         checked = check_payload(app, job_type, payload)
     queue = record.get("queue", "")
-    deadline = time.monotonic() + DEAD_LETTER_WAIT_S
-    while True:
-        outcome = replay_dead(app, queue, [job_id], {job_id: checked} if checked else None)
-        if outcome.replayed or time.monotonic() >= deadline:
-            break
-        time.sleep(DEAD_LETTER_POLL_S)
+    outcome = replay_dead_waiting(app, queue, [job_id], {job_id: checked} if checked else None)
     if not outcome.replayed:
         if checked is None:
             raise NotReplayable(

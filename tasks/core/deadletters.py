@@ -11,6 +11,7 @@ same id to its queue with a publisher confirm; only then is the dead copy acked.
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,9 @@ from tasks.core.queues import dead_letter_queue, dead_letter_queue_name
 from tasks.core.submission import replacement_message, replay
 
 logger = logging.getLogger("taskplane.deadletters")
+# How long a replay of a job that just failed waits for its dead letter.
+DEAD_LETTER_WAIT_S = 5.0
+DEAD_LETTER_POLL_S = 0.1
 # Headers RabbitMQ adds when dead-lettering; a replayed message starts clean.
 _DEATH_HEADERS = (
     "x-death",
@@ -93,6 +97,30 @@ def replay_dead(
     if wanted is not None:
         report.not_found = sorted(wanted - set(report.replayed))
     return report
+
+
+def replay_dead_waiting(
+    app: Any,
+    queue: str,
+    job_ids: list[str],
+    payloads: Mapping[str, dict[str, Any]] | None = None,
+) -> ReplayReport:
+    """``replay_dead`` for jobs just failed: waits up to ``DEAD_LETTER_WAIT_S`` for late ones.
+
+    A job is recorded failed a moment before its worker rejects the message
+    into the dead-letter queue, so a replay right after the failure may find no
+    dead letter yet. ``not_found`` are the ids whose dead letter never came
+    (an operator purged it); what to do then is the caller's.
+    """
+    deadline = time.monotonic() + DEAD_LETTER_WAIT_S
+    report = ReplayReport(not_found=list(job_ids))
+    while True:
+        got = replay_dead(app, queue, report.not_found, payloads)
+        report.replayed += got.replayed
+        report.not_found = got.not_found
+        if not report.not_found or time.monotonic() >= deadline:
+            return report
+        time.sleep(DEAD_LETTER_POLL_S)
 
 
 @unavailable_as_one_error

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -53,8 +52,6 @@ PREFIX = "taskplane:workflow:"
 # A step's job is recorded failed (and its workflow with it) a moment before
 # its worker rejects the message into the dead-letter queue: a retry asked for
 # right after the failure waits this long for the dead letter to arrive.
-DEAD_LETTER_WAIT_S = 5.0
-DEAD_LETTER_POLL_S = 0.1
 WORKFLOW_NAMESPACE = uuid.UUID("3d0c6a52-1f4e-5b8a-9c27-6e1d4b7a2f90")
 STATES = ("running", "succeeded", "failed", "cancelled")
 
@@ -488,24 +485,18 @@ def retry(app: Any, workflow_id: str) -> dict[str, Any]:
 
 
 def _replay_dead_letters(app: Any, queue: str, job_ids: list[str]) -> None:
-    """Replay the jobs' dead letters, waiting up to ``DEAD_LETTER_WAIT_S`` for late ones.
+    """Replay the jobs' dead letters, waiting for late ones (deadletters.replay_dead_waiting).
 
     Without the wait, a retry right after the failure found no dead letter yet,
     resumed the workflow all the same, and left it running for ever. A dead
     letter that never comes (an operator purged it) answers 503 and leaves the
     workflow failed, so the step is not resumed without its job.
     """
-    from tasks.core.deadletters import replay_dead
+    from tasks.core.deadletters import replay_dead_waiting
 
-    deadline = time.monotonic() + DEAD_LETTER_WAIT_S
-    missing = job_ids
-    while True:
-        missing = replay_dead(app, queue, missing).not_found
-        if not missing:
-            return
-        if time.monotonic() >= deadline:
-            raise Unavailable(f"the dead letter of failed job {missing[0]} in {queue}.dead")
-        time.sleep(DEAD_LETTER_POLL_S)
+    missing = replay_dead_waiting(app, queue, job_ids).not_found
+    if missing:
+        raise Unavailable(f"the dead letter of failed job {missing[0]} in {queue}.dead")
 
 
 class WorkflowNotCancellable(Exception):
